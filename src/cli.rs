@@ -1,0 +1,102 @@
+//! Command-line interface: clap types only, no logic.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Central-control server (中控服务器) for WeChat access_token and tickets.
+///
+/// It alone talks to WeChat's token APIs, refreshes each credential ahead of expiry,
+/// stores it and serves it to your business servers over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "wechat-token-server", version, about, long_about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Logging flags shared by every command. Logs go to stderr.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log filter in `RUST_LOG` syntax, e.g. `info` or `wechat_token_server=debug`.
+    #[arg(long, global = true, env = "WTS_LOG", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format: human-readable text (default on a terminal) or one JSON object per line.
+    #[arg(long, global = true, env = "WTS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the token server.
+    Serve(ConfigArgs),
+    /// Run the built-in WeChat simulator and a server wired to it: try it with no setup.
+    Demo(DemoArgs),
+    /// Run the WeChat API simulator alone, for offline development and tests.
+    Simulate(SimulateArgs),
+    /// Validate a config file and print it resolved, with every secret masked.
+    CheckConfig(ConfigArgs),
+}
+
+/// Where the config file is.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Config file (TOML). Default: `$WTS_CONFIG`, else `./wechat-token-server.toml`.
+    #[arg(long, short, env = "WTS_CONFIG", default_value = "wechat-token-server.toml")]
+    pub config: PathBuf,
+}
+
+/// Flags of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Port for the token server on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 12123)]
+    pub port: u16,
+
+    /// Keep the demo store in `./demo-data` instead of a temporary folder.
+    #[arg(long)]
+    pub keep_data: bool,
+}
+
+/// Flags of `simulate`.
+#[derive(Debug, Args)]
+#[command(after_help = crate::simulator::DEMO_HELP)]
+pub struct SimulateArgs {
+    /// Address to listen on. Loopback by default: the simulator has no authentication.
+    #[arg(long, default_value = "127.0.0.1:9099")]
+    pub bind: SocketAddr,
+
+    /// An Official Account / Mini Program the simulator accepts, as APPID:SECRET (repeatable).
+    #[arg(long = "app", value_name = "APPID:SECRET")]
+    pub apps: Vec<String>,
+
+    /// A WeCom corp the simulator accepts, as CORPID:SECRET (repeatable).
+    #[arg(long = "corp", value_name = "CORPID:SECRET")]
+    pub corps: Vec<String>,
+
+    /// Lifetime in seconds of every token and ticket issued (WeChat: 7200).
+    #[arg(long, default_value_t = 7200)]
+    pub expires_in: u64,
+
+    /// Seconds a replaced access_token or ticket stays valid (WeChat: 300).
+    #[arg(long, default_value_t = 300)]
+    pub grace: u64,
+
+    /// Successful calls per app and API per day before 45009 (WeChat: 2000 for /cgi-bin/token).
+    #[arg(long, default_value_t = 2000)]
+    pub daily_quota: u64,
+}
