@@ -1,8 +1,32 @@
 //! wechat-token-server: a central-control server (中控服务器) for WeChat credentials.
 //!
+//! It alone calls WeChat's token APIs, refreshes every token ahead of expiry, keeps it in
+//! a store and serves it to business servers over HTTP, turning any storm of "this token
+//! is bad" reports into at most one upstream call.
+//!
 //! Layout:
-//! - [`cli`]: clap types for the `serve`, `demo`, `simulate` and `check-config` commands.
+//! - [`cli`]: clap types for `serve`, `demo`, `simulate` and `check-config`.
+//! - [`config`]: TOML loading, `${VAR}` expansion, validation, masked display.
+//! - [`domain`]: small shared types (secrets, credential keys, log-safe token prefixes).
+//! - [`upstream`]: the WeChat HTTP client and `{{name}}` templates.
+//! - [`store`]: the `TokenStore` trait with embedded (files) and memory backends.
+//! - [`refresh`]: in-memory tokens, the per-token scheduler, single-flight refresh.
+//! - [`auth`]: request secret checks.
+//! - [`http`]: the router, the seed routes, health, error responses.
+//! - [`app`]: wiring of all the above; [`demo`]: the one-command demo.
 //! - [`simulator`]: an offline WeChat token API with WeChat's rules and fault injection.
+//! - [`telemetry`], [`shutdown`]: logging and signals.
 
+pub mod app;
+pub mod auth;
 pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod http;
+pub mod refresh;
+pub mod shutdown;
 pub mod simulator;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;

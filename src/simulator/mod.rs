@@ -68,7 +68,11 @@ impl Simulator {
         false
     }
     /// Serves WeChat's routes and `/sim/*` until `shutdown` is cancelled.
-    pub async fn serve(self, _listener: TcpListener, _shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        _listener: TcpListener,
+        _shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -78,4 +82,12 @@ pub struct SimHandle {
     pub addr: SocketAddr,
     pub sim: Simulator,
     pub shutdown: CancellationToken,
+}
+
+/// `simulate` (stub).
+pub async fn run_cli(
+    _args: crate::cli::SimulateArgs,
+    _shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::bail!("not yet")
 }

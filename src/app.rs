@@ -1,0 +1,109 @@
+//! Wiring: store + refresher + HTTP, built from a [`Config`] and a bound listener, run
+//! until a shutdown token is cancelled. Tests, `serve` and `demo` all use this.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::config::{Backend, Config, StoreConfig};
+use crate::http::{self, AppState};
+use crate::refresh::Refresher;
+use crate::store::{EmbeddedStore, MemoryStore, TokenStore};
+use crate::upstream::Upstream;
+
+/// A server ready to run.
+pub struct App {
+    listener: TcpListener,
+    refresher: Arc<Refresher>,
+    router: axum::Router,
+}
+
+impl App {
+    /// Opens the store, restores the stored tokens that still have life left, and
+    /// prepares the HTTP router on `listener`.
+    ///
+    /// # Errors
+    /// When the store cannot be opened or read.
+    pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
+        let store = open_store(&config.store)?;
+        let upstream = Upstream::new(config.refresh.upstream_timeout)
+            .context("cannot initialise the HTTP client")?;
+        let refresher = Arc::new(Refresher::new(&config, store, upstream));
+        let restored = refresher
+            .restore()
+            .await
+            .context("cannot read the token store")?;
+        tracing::info!(
+            restored,
+            tokens = refresher.credentials().len(),
+            "token store loaded"
+        );
+        let state = AppState::new(
+            refresher.clone(),
+            Auth::new(config.server.request_secret.clone()),
+        );
+        Ok(Self {
+            listener,
+            refresher,
+            router: http::router(state),
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The refresher, for tests that drive or inspect it.
+    pub fn refresher(&self) -> Arc<Refresher> {
+        self.refresher.clone()
+    }
+
+    /// Serves HTTP and refreshes tokens until `shutdown` is cancelled; then stops
+    /// accepting, lets in-flight requests and refreshes finish, and returns.
+    ///
+    /// # Errors
+    /// When the HTTP server fails.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        let tasks = CancellationToken::new();
+        self.refresher.spawn_schedulers(&tracker, &tasks);
+        tracker.close();
+        tracing::info!(addr = %self.listener.local_addr()?, "serving");
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        // Refreshes under way finish (and are stored) before we return.
+        tasks.cancel();
+        tracker.wait().await;
+        tracing::info!("stopped");
+        served.context("HTTP server failed")
+    }
+}
+
+/// Opens the configured store.
+///
+/// # Errors
+/// When the store cannot be opened.
+pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn TokenStore>> {
+    Ok(match config.backend {
+        Backend::Embedded => Arc::new(EmbeddedStore::open(&config.path).with_context(|| {
+            format!(
+                "cannot open the embedded store at {} (store.path)",
+                config.path.display()
+            )
+        })?),
+        Backend::Memory => Arc::new(MemoryStore::new()),
+        Backend::Redis => {
+            anyhow::bail!("store.backend = \"redis\" is not available in this build yet")
+        }
+    })
+}

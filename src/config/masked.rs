@@ -1,0 +1,137 @@
+//! `check-config` output: the resolved config as TOML, every secret masked.
+
+use toml::{Table, Value};
+
+use super::{Config, SourceConfig};
+
+const MASK: &str = "***";
+
+pub fn render(config: &Config) -> String {
+    let mut root = Table::new();
+
+    let mut server = Table::new();
+    server.insert("bind".into(), config.server.bind.to_string().into());
+    server.insert("request_secret".into(), MASK.into());
+    root.insert("server".into(), server.into());
+
+    let mut store = Table::new();
+    store.insert("backend".into(), config.store.backend.as_str().into());
+    store.insert(
+        "path".into(),
+        config.store.path.display().to_string().into(),
+    );
+    if !config.store.redis_url.expose().is_empty() {
+        store.insert(
+            "redis_url".into(),
+            mask_url_password(config.store.redis_url.expose()).into(),
+        );
+    }
+    store.insert("key_prefix".into(), config.store.key_prefix.clone().into());
+    root.insert("store".into(), store.into());
+
+    let r = &config.refresh;
+    let mut refresh = Table::new();
+    if let Some(cap) = r.token_expire_time {
+        refresh.insert("token_expire_time".into(), cap.as_secs_f64().into());
+    }
+    refresh.insert(
+        "min_retry_delay".into(),
+        r.min_retry_delay.as_secs_f64().into(),
+    );
+    refresh.insert(
+        "max_retry_delay".into(),
+        r.max_retry_delay.as_secs_f64().into(),
+    );
+    refresh.insert(
+        "force_min_interval".into(),
+        r.force_min_interval.as_secs_f64().into(),
+    );
+    refresh.insert(
+        "upstream_timeout".into(),
+        r.upstream_timeout.as_secs_f64().into(),
+    );
+    root.insert("refresh".into(), refresh.into());
+
+    // Apps are shown in their expanded form (the sources each app really uses), in
+    // dependency order, which is the most useful view when debugging a config.
+    let mut apps = Table::new();
+    for app in &config.apps {
+        let mut sources = Table::new();
+        for source in &app.sources {
+            sources.insert(source.name.clone(), source_table(source).into());
+        }
+        let mut app_table = Table::new();
+        app_table.insert("sources".into(), sources.into());
+        apps.insert(app.name.clone(), app_table.into());
+    }
+    root.insert("apps".into(), apps.into());
+    toml::to_string_pretty(&root).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+}
+
+fn source_table(source: &SourceConfig) -> Table {
+    let mut t = Table::new();
+    let urls: Vec<Value> = source
+        .urls
+        .iter()
+        .map(|u| Value::from(u.to_string()))
+        .collect();
+    t.insert("urls".into(), urls.into());
+    t.insert("method".into(), format!("{:?}", source.method).into());
+    let mut args = Table::new();
+    for (key, value) in &source.args {
+        args.insert(key.clone(), masked_arg(key, &value.to_string()).into());
+    }
+    t.insert("args".into(), args.into());
+    if let Some(body) = &source.body {
+        t.insert("body".into(), Value::String(masked_body(body).to_string()));
+    }
+    t.insert("token_field".into(), source.token_field.clone().into());
+    t.insert("expires_field".into(), source.expires_field.clone().into());
+    if !source.deps.is_empty() {
+        let deps: Vec<Value> = source.deps.iter().map(|d| Value::from(d.clone())).collect();
+        t.insert("depends_on".into(), deps.into());
+    }
+    t
+}
+
+/// A secret-looking argument is masked unless it is only a `{{reference}}`, which is
+/// not a secret itself.
+fn masked_arg(key: &str, value: &str) -> String {
+    if SourceConfig::is_secret_arg(key) && !(value.starts_with("{{") && value.ends_with("}}")) {
+        MASK.to_owned()
+    } else {
+        value.to_owned()
+    }
+}
+
+fn masked_body(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_json::Value::String(s) => serde_json::Value::String(masked_arg(k, s)),
+                        other => masked_body(other),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(masked_body).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// `redis://user:pass@host/0` becomes `redis://user:***@host/0`.
+pub fn mask_url_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some(MASK));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => MASK.to_owned(),
+    }
+}

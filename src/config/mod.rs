@@ -1,0 +1,217 @@
+//! Configuration: TOML with `${VAR}` expansion, unknown keys rejected, every value
+//! checked and turned into a typed [`Config`] whose errors name the offending key.
+
+mod env;
+mod masked;
+mod raw;
+mod sources;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::{Backend, Method};
+pub use sources::{AppConfig, SourceConfig};
+
+use crate::domain::Secret;
+
+/// Name of the app that `[sources.*]` belong to, as in the Python original.
+pub const DEFAULT_APP: &str = "default";
+
+/// Why a config was rejected. Every variant names the key so the user can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("{key}: environment variable {var} is not set")]
+    MissingEnv { key: String, var: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Error {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub refresh: RefreshConfig,
+    /// Every app with its sources in dependency order.
+    pub apps: Vec<AppConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on.
+    pub bind: SocketAddr,
+    /// The seed's `requestSecret`: may read and refresh every token.
+    pub request_secret: Secret,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub backend: Backend,
+    /// Folder of the embedded store.
+    pub path: PathBuf,
+    /// Redis URL; a secret because it may carry a password.
+    pub redis_url: Secret,
+    /// Prefix of every Redis key; "" keeps the seed's plain keys.
+    pub key_prefix: String,
+}
+
+/// `[refresh]`: when and how tokens are renewed.
+#[derive(Debug, Clone)]
+pub struct RefreshConfig {
+    /// Upper bound on a token's cached lifetime (the seed's `tokenExpireTime`).
+    pub token_expire_time: Option<Duration>,
+    /// First retry delay after a failed refresh; doubles up to `max_retry_delay`.
+    pub min_retry_delay: Duration,
+    pub max_retry_delay: Duration,
+    /// A force refresh without `stale` is performed at most this often per token.
+    pub force_min_interval: Duration,
+    /// Timeout of one call to WeChat.
+    pub upstream_timeout: Duration,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`, expanding `${VAR}` from the process
+    /// environment.
+    ///
+    /// # Errors
+    /// See [`Error`]; every message names the file position or key at fault.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses config text; `lookup` resolves `${VAR}` (a parameter so tests need no
+    /// process environment).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| Error::Syntax(e.to_string()))?;
+        env::expand_table(&mut table, "", lookup)?;
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                Error::invalid(
+                    if key == "." { "config".to_owned() } else { key },
+                    e.inner().message(),
+                )
+            })?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: raw::RawConfig) -> Result<Self, Error> {
+        let request_secret = raw.server.request_secret.unwrap_or_default();
+        if request_secret.is_empty() {
+            return Err(Error::invalid(
+                "server.request_secret",
+                "must be set: it is the secret business servers present (secret= or Bearer); use \"${WTS_REQUEST_SECRET}\" to read it from the environment",
+            ));
+        }
+        if raw.store.backend == Backend::Redis && raw.store.redis_url.is_none() {
+            return Err(Error::invalid(
+                "store.redis_url",
+                "must be set when store.backend = \"redis\"",
+            ));
+        }
+        let refresh = RefreshConfig {
+            token_expire_time: raw
+                .refresh
+                .token_expire_time
+                .map(|s| seconds("refresh.token_expire_time", s))
+                .transpose()?,
+            min_retry_delay: seconds("refresh.min_retry_delay", raw.refresh.min_retry_delay)?,
+            max_retry_delay: seconds("refresh.max_retry_delay", raw.refresh.max_retry_delay)?,
+            force_min_interval: non_negative_seconds(
+                "refresh.force_min_interval",
+                raw.refresh.force_min_interval,
+            )?,
+            upstream_timeout: seconds("refresh.upstream_timeout", raw.refresh.upstream_timeout)?,
+        };
+        if refresh.max_retry_delay < refresh.min_retry_delay {
+            return Err(Error::invalid(
+                "refresh.max_retry_delay",
+                "must not be smaller than refresh.min_retry_delay",
+            ));
+        }
+        let mut apps = Vec::new();
+        if !raw.sources.is_empty() {
+            apps.push(sources::generic_app(DEFAULT_APP, raw.sources)?);
+        }
+        if apps.is_empty() {
+            return Err(Error::invalid(
+                "sources",
+                "no token is configured: add [sources.access_token] (see wechat-token-server.example.toml)",
+            ));
+        }
+        Ok(Config {
+            server: ServerConfig {
+                bind: raw.server.bind,
+                request_secret: Secret::new(request_secret),
+            },
+            store: StoreConfig {
+                backend: raw.store.backend,
+                path: raw.store.path,
+                redis_url: Secret::new(raw.store.redis_url.unwrap_or_default()),
+                key_prefix: raw.store.key_prefix,
+            },
+            refresh,
+            apps,
+        })
+    }
+
+    /// The resolved config as TOML with every secret replaced by `***`.
+    pub fn to_masked_toml(&self) -> String {
+        masked::render(self)
+    }
+
+    /// Finds an app by name.
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.name == name)
+    }
+}
+
+fn seconds(key: &str, value: f64) -> Result<Duration, Error> {
+    if value.is_finite() && value > 0.0 && value < 1e9 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(Error::invalid(
+            key,
+            format!("must be a positive number of seconds, got {value}"),
+        ))
+    }
+}
+
+fn non_negative_seconds(key: &str, value: f64) -> Result<Duration, Error> {
+    if value == 0.0 {
+        Ok(Duration::ZERO)
+    } else {
+        seconds(key, value)
+    }
+}
+
+#[cfg(test)]
+mod tests;

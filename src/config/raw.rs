@@ -1,0 +1,145 @@
+//! The config file as written: serde types with defaults, unknown keys rejected.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Default listen address, the Python original's `bindIp`/`bindPort` defaults.
+pub const DEFAULT_BIND: &str = "0.0.0.0:12123";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub store: RawStore,
+    pub refresh: RawRefresh,
+    pub sources: BTreeMap<String, RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub bind: SocketAddr,
+    pub request_secret: Option<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            bind: DEFAULT_BIND
+                .parse()
+                .expect("DEFAULT_BIND is a valid socket address"),
+            request_secret: None,
+        }
+    }
+}
+
+/// Where tokens are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Files under `store.path`: survives restarts, no extra service.
+    #[default]
+    Embedded,
+    /// A Redis server shared by a cluster of instances.
+    Redis,
+    /// Process memory only: for tests; tokens are lost on restart.
+    Memory,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Redis => "redis",
+            Backend::Memory => "memory",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub backend: Backend,
+    pub path: PathBuf,
+    pub redis_url: Option<String>,
+    pub key_prefix: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Embedded,
+            path: PathBuf::from("./data"),
+            redis_url: None,
+            key_prefix: String::new(),
+        }
+    }
+}
+
+/// Refresh timing, in seconds (fractions allowed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRefresh {
+    pub token_expire_time: Option<f64>,
+    pub min_retry_delay: f64,
+    pub max_retry_delay: f64,
+    pub force_min_interval: f64,
+    pub upstream_timeout: f64,
+}
+
+impl Default for RawRefresh {
+    fn default() -> Self {
+        Self {
+            token_expire_time: None,
+            min_retry_delay: 1.0,
+            max_retry_delay: 60.0,
+            force_min_interval: 30.0,
+            upstream_timeout: 10.0,
+        }
+    }
+}
+
+/// HTTP method of a source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum Method {
+    #[default]
+    #[serde(alias = "get")]
+    GET,
+    #[serde(alias = "post")]
+    POST,
+}
+
+/// An argument value: strings, numbers and booleans are all sent as text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ArgValue {
+    Text(String),
+    Integer(i64),
+    Bool(bool),
+}
+
+impl ArgValue {
+    pub fn into_text(self) -> String {
+        match self {
+            ArgValue::Text(s) => s,
+            ArgValue::Integer(i) => i.to_string(),
+            ArgValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub url: String,
+    #[serde(default)]
+    pub method: Method,
+    #[serde(default)]
+    pub args: BTreeMap<String, ArgValue>,
+    pub body: Option<toml::Table>,
+    pub token_field: Option<String>,
+    pub expires_field: Option<String>,
+}

@@ -1,0 +1,148 @@
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "WTS_REQUEST_SECRET" => Some("s3cret-value".into()),
+        "WECHAT_APPID" => Some("wx123".into()),
+        "WECHAT_SECRET" => Some("appsecret-value".into()),
+        _ => None,
+    }
+}
+
+const SEED: &str = r#"
+[server]
+bind = "127.0.0.1:12123"
+request_secret = "${WTS_REQUEST_SECRET}"
+
+[refresh]
+token_expire_time = 7000
+
+[sources.ticket]
+url = "https://api.weixin.qq.com/cgi-bin/ticket/getticket"
+args = { type = "jsapi", access_token = "{{access_token}}" }
+
+[sources.access_token]
+url = "https://api.weixin.qq.com/cgi-bin/token"
+method = "GET"
+args = { grant_type = "client_credential", appid = "${WECHAT_APPID}", secret = "${WECHAT_SECRET}" }
+"#;
+
+fn err(text: &str) -> String {
+    Config::parse(text, &env).unwrap_err().to_string()
+}
+
+#[test]
+fn the_seed_example_loads_with_dependencies_first() {
+    let config = Config::parse(SEED, &env).unwrap();
+    assert_eq!(config.server.request_secret.expose(), "s3cret-value");
+    assert_eq!(
+        config.refresh.token_expire_time,
+        Some(Duration::from_secs(7000))
+    );
+    let app = config.app(DEFAULT_APP).unwrap();
+    let names: Vec<_> = app.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["access_token", "ticket"]);
+    assert_eq!(app.source("ticket").unwrap().deps, ["access_token"]);
+    assert_eq!(app.source("ticket").unwrap().token_field, "ticket");
+    assert_eq!(config.store.backend, Backend::Embedded);
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    let text = SEED.replace("method = \"GET\"", "methd = \"GET\"");
+    let e = err(&text);
+    assert!(
+        e.contains("sources.access_token") && e.contains("methd"),
+        "{e}"
+    );
+    let e = err(&format!("{SEED}\n[servr]\nbind = \"x\""));
+    assert!(e.contains("servr"), "{e}");
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let e = err("[server]\nbind = \n");
+    assert!(e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let e = err(&SEED.replace("127.0.0.1:12123", "nowhere"));
+    assert!(e.contains("server.bind"), "{e}");
+    let e = err(&format!("{SEED}\n[store]\nbackend = \"mysql\""));
+    assert!(e.contains("store.backend") && e.contains("mysql"), "{e}");
+    let e = err(&SEED.replace("token_expire_time = 7000", "token_expire_time = -1"));
+    assert!(e.contains("refresh.token_expire_time"), "{e}");
+    let e = err(&SEED.replace("https://api.weixin.qq.com/cgi-bin/token", "ftp://x"));
+    assert!(e.contains("sources.access_token.url"), "{e}");
+    let e = err(&format!("{SEED}\n[store]\nbackend = \"redis\""));
+    assert!(e.contains("store.redis_url"), "{e}");
+}
+
+#[test]
+fn a_missing_environment_variable_is_named() {
+    let e = err(&SEED.replace("${WECHAT_SECRET}", "${NOT_SET_ANYWHERE}"));
+    assert!(
+        e.contains("sources.access_token.args.secret") && e.contains("NOT_SET_ANYWHERE"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_request_secret_is_required() {
+    let e = err(&SEED.replace("request_secret = \"${WTS_REQUEST_SECRET}\"", ""));
+    assert!(e.contains("server.request_secret"), "{e}");
+}
+
+#[test]
+fn dangling_references_and_cycles_are_rejected() {
+    let e = err(&SEED.replace("{{access_token}}", "{{acces_token}}"));
+    assert!(
+        e.contains("sources.ticket") && e.contains("acces_token"),
+        "{e}"
+    );
+    let cyclic = SEED.replace("\"${WECHAT_SECRET}\"", "\"{{ticket}}\"");
+    let e = err(&cyclic);
+    assert!(
+        e.contains("cycle") && e.contains("access_token -> ticket -> access_token"),
+        "{e}"
+    );
+    let e = err(&SEED.replace("{{access_token}}", "{{ticket}}"));
+    assert!(e.contains("itself"), "{e}");
+}
+
+#[test]
+fn no_sources_is_an_error() {
+    let e = err("[server]\nrequest_secret = \"x\"\n");
+    assert!(e.contains("sources"), "{e}");
+}
+
+#[test]
+fn post_sources_may_have_a_json_body_with_templates() {
+    let text = format!(
+        "{SEED}\n[sources.other]\nurl = \"http://127.0.0.1:1/x\"\nmethod = \"POST\"\nbody = {{ token = \"{{{{access_token}}}}\", n = 1 }}\n"
+    );
+    let config = Config::parse(&text, &env).unwrap();
+    let other = config.app(DEFAULT_APP).unwrap().source("other").unwrap();
+    assert_eq!(other.deps, ["access_token"]);
+    assert_eq!(other.body.as_ref().unwrap()["n"], 1);
+    let bad = text.replace("method = \"POST\"\nbody", "body");
+    assert!(err(&bad).contains("sources.other.body"));
+}
+
+#[test]
+fn masked_output_hides_every_secret() {
+    let config = Config::parse(
+        &format!("{SEED}\n[store]\nredis_url = \"redis://:pw-value@h:6379/0\""),
+        &env,
+    )
+    .unwrap();
+    let shown = config.to_masked_toml();
+    for secret in ["s3cret-value", "appsecret-value", "pw-value"] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    assert!(shown.contains("wx123"), "{shown}");
+    assert!(shown.contains("{{access_token}}"), "{shown}");
+    // The output is itself valid TOML.
+    shown.parse::<toml::Table>().unwrap();
+}

@@ -1,0 +1,102 @@
+//! `demo`: the simulator and a server wired to it, in one process, for a first look
+//! with no WeChat account, no Redis and no config file.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::cli::DemoArgs;
+use crate::config::Config;
+use crate::simulator::{DEMO_APPID, DEMO_SECRET, SimConfig, Simulator};
+
+/// The demo's config, in the same TOML a user would write; placeholders in CAPS.
+const DEMO_CONFIG: &str = r#"
+[server]
+bind = "BIND"
+request_secret = "SECRET"
+
+[store]
+backend = "embedded"
+path = "STORE_PATH"
+
+[sources.access_token]
+url = "http://SIMULATOR/cgi-bin/token"
+args = { grant_type = "client_credential", appid = "APPID", secret = "APPSECRET" }
+
+[sources.ticket]
+url = "http://SIMULATOR/cgi-bin/ticket/getticket"
+args = { type = "jsapi", access_token = "{{access_token}}" }
+"#;
+
+/// Runs the demo until `shutdown`.
+///
+/// # Errors
+/// When a port cannot be bound or the store cannot be opened.
+pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let sim_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind the simulator")?;
+    let sim_addr = sim_listener.local_addr()?;
+    let simulator = Simulator::new(SimConfig::default());
+    let sim_task = tokio::spawn(simulator.serve(sim_listener, shutdown.clone()));
+
+    let listener = TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on 127.0.0.1:{} (try --port 0 for a free port)",
+                args.port
+            )
+        })?;
+    let addr = listener.local_addr()?;
+
+    // Kept alive until the demo ends, then removed.
+    let temp_dir;
+    let store_path = if args.keep_data {
+        PathBuf::from("./demo-data")
+    } else {
+        temp_dir = tempfile::tempdir().context("cannot create a temporary folder")?;
+        temp_dir.path().to_owned()
+    };
+    let secret: String = format!("{:032x}", rand::rng().random::<u128>());
+    let text = DEMO_CONFIG
+        .replace("BIND", &addr.to_string())
+        .replace("SECRET", &secret)
+        .replace(
+            "STORE_PATH",
+            &store_path.display().to_string().replace('\\', "/"),
+        )
+        .replace("SIMULATOR", &sim_addr.to_string())
+        .replace("APPSECRET", DEMO_SECRET)
+        .replace("APPID", DEMO_APPID);
+    let config = Config::parse(&text, &|_| None).context("demo config")?;
+    let app = App::build(config, listener).await?;
+
+    let base = format!("http://{addr}");
+    println!(
+        "wechat-token-server demo: a WeChat simulator at http://{sim_addr} and the server at {base}"
+    );
+    println!();
+    println!("  access_token:   {base}/wechat/token?type=access_token&secret={secret}");
+    println!("  jsapi ticket:   {base}/wechat/token?type=ticket&secret={secret}");
+    println!(
+        "  force refresh:  {base}/wechat/token/forcerefresh?type=access_token&secret={secret}"
+    );
+    println!("  status:         {base}/");
+    println!("  is it valid?:   http://{sim_addr}/sim/valid?access_token=<token>");
+    println!("  WeChat calls:   http://{sim_addr}/sim/stats");
+    println!();
+    println!("Store: {} . Press Ctrl-C to stop.", store_path.display());
+
+    app.run(shutdown.clone()).await?;
+    shutdown.cancel();
+    sim_task
+        .await
+        .context("simulator task")?
+        .context("simulator")?;
+    Ok(())
+}

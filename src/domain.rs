@@ -1,0 +1,124 @@
+//! Small value types shared by every module.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A secret from the config (app secret, request secret). Its `Debug` and `Display`
+/// never show the value, so it cannot leak through logs or `check-config`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The real value, for the few places that must send or compare it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Identifies one credential: a token name within an app.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CredentialKey {
+    pub app: String,
+    pub name: String,
+}
+
+impl CredentialKey {
+    pub fn new(app: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            app: app.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for CredentialKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.app, self.name)
+    }
+}
+
+/// How many characters of a token may appear in logs.
+pub const TOKEN_LOG_PREFIX: usize = 8;
+
+/// A short, log-safe prefix of a token: enough to correlate, useless to an attacker.
+pub fn token_prefix(token: &str) -> String {
+    let prefix: String = token.chars().take(TOKEN_LOG_PREFIX).collect();
+    format!("{prefix}…")
+}
+
+/// Milliseconds since the Unix epoch; what the stores persist.
+pub fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// The inverse of [`unix_millis`].
+pub fn from_unix_millis(millis: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(millis)
+}
+
+/// Is `name` usable as an app or token name? They become file names and Redis keys,
+/// so they are restricted to a safe alphabet.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_and_display_hide_the_value() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), "\"***\"");
+        assert_eq!(secret.to_string(), "***");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn token_prefix_keeps_only_a_few_characters() {
+        assert_eq!(token_prefix("ABCDEFGHIJKLMNOP"), "ABCDEFGH…");
+        assert_eq!(token_prefix("ab"), "ab…");
+    }
+
+    #[test]
+    fn names_are_limited_to_a_file_and_key_safe_alphabet() {
+        assert!(is_valid_name("access_token"));
+        assert!(is_valid_name("shop-2.prod"));
+        assert!(!is_valid_name(""));
+        assert!(!is_valid_name("../etc"));
+        assert!(!is_valid_name("a/b"));
+        assert!(!is_valid_name("a b"));
+        assert!(!is_valid_name(".hidden"));
+    }
+
+    #[test]
+    fn unix_millis_round_trips() {
+        let t = from_unix_millis(1_700_000_000_123);
+        assert_eq!(unix_millis(t), 1_700_000_000_123);
+    }
+}

@@ -1,0 +1,176 @@
+//! One credential's state: the token being served, the lock that makes refreshes
+//! single-flight, and what the status page shows.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+
+use super::Trigger;
+use super::flight::FlightState;
+use crate::config::SourceConfig;
+use crate::domain::{CredentialKey, from_unix_millis, unix_millis};
+use crate::store::StoredToken;
+use crate::upstream;
+
+/// A token as served.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    pub value: String,
+    /// When it stops being served.
+    pub expires_at: SystemTime,
+    /// When it was fetched from WeChat.
+    pub refreshed_at: SystemTime,
+    /// Increases by one with each refresh of this credential.
+    pub version: u64,
+    /// What caused the refresh that produced it.
+    pub trigger: Trigger,
+}
+
+impl Token {
+    /// Life left at `now` (zero once expired).
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.expires_at.duration_since(now).unwrap_or_default()
+    }
+
+    /// The lifetime it was given when fetched.
+    pub fn lifetime(&self) -> Duration {
+        self.expires_at
+            .duration_since(self.refreshed_at)
+            .unwrap_or_default()
+    }
+
+    pub fn is_live(&self, now: SystemTime) -> bool {
+        self.expires_at > now
+    }
+
+    pub fn from_stored(stored: &StoredToken, trigger: Trigger) -> Self {
+        Self {
+            value: stored.value.clone(),
+            expires_at: from_unix_millis(stored.expires_at_ms),
+            refreshed_at: from_unix_millis(stored.refreshed_at_ms),
+            version: stored.version,
+            trigger,
+        }
+    }
+
+    pub fn to_stored(&self, key: &CredentialKey) -> StoredToken {
+        StoredToken {
+            app: key.app.clone(),
+            name: key.name.clone(),
+            value: self.value.clone(),
+            expires_at_ms: unix_millis(self.expires_at),
+            refreshed_at_ms: unix_millis(self.refreshed_at),
+            version: self.version,
+        }
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &crate::domain::token_prefix(&self.value))
+            .field("expires_at", &self.expires_at)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// What went on lately, for the scheduler's backoff and for the status page.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// The last failure and when it happened; kept after a success for the status page.
+    pub last_error: Option<(upstream::Error, SystemTime)>,
+    /// When the last attempt (successful or not) ended.
+    pub last_attempt_at: Option<SystemTime>,
+}
+
+/// One token of one app.
+pub struct Credential {
+    pub key: CredentialKey,
+    pub source: SourceConfig,
+    /// The token being served. A std lock: held only to clone or swap an `Arc`, never
+    /// across an await, so readers are never blocked behind a refresh.
+    current: RwLock<Option<Arc<Token>>>,
+    /// Serialises refreshes; see `flight`.
+    pub(super) flight: tokio::sync::Mutex<FlightState>,
+    /// Counts refresh attempts, read before queueing on `flight` so that a waiter can
+    /// tell that someone else refreshed while it waited.
+    pub(super) attempts: AtomicU64,
+    /// Highest version seen, so versions keep increasing across restarts.
+    version_floor: AtomicU64,
+    /// Wakes the scheduler when the token changed under it.
+    pub(super) changed: Notify,
+    status: Mutex<Status>,
+}
+
+impl Credential {
+    pub fn new(app: &str, source: SourceConfig) -> Self {
+        Self {
+            key: CredentialKey::new(app, &source.name),
+            source,
+            current: RwLock::new(None),
+            flight: tokio::sync::Mutex::new(FlightState::default()),
+            attempts: AtomicU64::new(0),
+            version_floor: AtomicU64::new(0),
+            changed: Notify::new(),
+            status: Mutex::new(Status::default()),
+        }
+    }
+
+    /// The current token, live or not.
+    pub fn current(&self) -> Option<Arc<Token>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The current token if it has life left at `now`.
+    pub fn live_token(&self, now: SystemTime) -> Option<Arc<Token>> {
+        self.current().filter(|t| t.is_live(now))
+    }
+
+    /// Makes `token` the one served, atomically for readers.
+    pub(crate) fn install(&self, token: Token) -> Arc<Token> {
+        self.version_floor
+            .fetch_max(token.version, Ordering::SeqCst);
+        let token = Arc::new(token);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        self.changed.notify_one();
+        token
+    }
+
+    /// The version the next fetched token gets.
+    pub(super) fn next_version(&self) -> u64 {
+        self.version_floor.load(Ordering::SeqCst) + 1
+    }
+
+    pub(super) fn bump_version_floor(&self, version: u64) {
+        self.version_floor.fetch_max(version, Ordering::SeqCst);
+    }
+
+    /// A snapshot of the status.
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(super) fn record_success(&self, now: SystemTime) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.consecutive_failures = 0;
+        status.last_attempt_at = Some(now);
+    }
+
+    pub(super) fn record_failure(&self, error: &upstream::Error, now: SystemTime) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+        status.last_error = Some((error.clone(), now));
+        status.last_attempt_at = Some(now);
+    }
+}

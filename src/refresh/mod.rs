@@ -1,0 +1,161 @@
+//! The refresher: holds every credential's current token in memory, renews it ahead of
+//! expiry, and turns any number of concurrent force-refresh requests into at most one
+//! upstream call.
+//!
+//! - [`credential`]: one token's state (current value, single-flight lock, status).
+//! - [`flight`]: the single-flight refresh path shared by every trigger.
+//! - [`schedule`]: when to refresh next (lead time, backoff) and the per-token task.
+
+mod credential;
+mod flight;
+mod schedule;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use credential::{Credential, Status, Token};
+pub use flight::{Decision, RefreshError};
+pub use schedule::{backoff, refresh_lead};
+
+use crate::config::{Config, RefreshConfig};
+use crate::domain::from_unix_millis;
+use crate::store::TokenStore;
+use crate::upstream::Upstream;
+
+/// What caused a refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The token was due (or missing).
+    Scheduled,
+    /// A client asked for a new token.
+    Forced,
+    /// A dependent token's call was refused because this token was rejected, or a
+    /// dependent token needed this one and it had no life left.
+    Dependency,
+    /// Loaded from the store at start-up.
+    Restored,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Scheduled => "scheduled",
+            Trigger::Forced => "forced",
+            Trigger::Dependency => "dependency",
+            Trigger::Restored => "restored",
+        }
+    }
+}
+
+/// Why a token cannot be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupError {
+    /// No such app or token is configured.
+    Unknown,
+    /// Configured, but no token with life left is held (not fetched yet, or WeChat has
+    /// been failing for longer than the token lived).
+    NotReady,
+}
+
+/// Every credential of every app, with what it needs to refresh them.
+pub struct Refresher {
+    /// app name -> token name -> credential. Two levels so that lookups by `&str` need
+    /// no allocation on the serving path.
+    apps: HashMap<String, HashMap<String, Arc<Credential>>>,
+    /// Credentials in config order (apps in order, each app's sources in dependency
+    /// order), for status listings and start-up.
+    ordered: Vec<Arc<Credential>>,
+    store: Arc<dyn TokenStore>,
+    upstream: Upstream,
+    settings: RefreshConfig,
+}
+
+impl Refresher {
+    pub fn new(config: &Config, store: Arc<dyn TokenStore>, upstream: Upstream) -> Self {
+        let mut apps: HashMap<String, HashMap<String, Arc<Credential>>> = HashMap::new();
+        let mut ordered = Vec::new();
+        for app in &config.apps {
+            for source in &app.sources {
+                let cred = Arc::new(Credential::new(&app.name, source.clone()));
+                apps.entry(app.name.clone())
+                    .or_default()
+                    .insert(source.name.clone(), cred.clone());
+                ordered.push(cred);
+            }
+        }
+        Self {
+            apps,
+            ordered,
+            store,
+            upstream,
+            settings: config.refresh.clone(),
+        }
+    }
+
+    /// Loads stored tokens that still have life left, so that a restart serves them at
+    /// once without calling WeChat. Returns how many were restored.
+    ///
+    /// # Errors
+    /// When the store cannot be read at all.
+    pub async fn restore(&self) -> Result<usize, crate::store::Error> {
+        let now = SystemTime::now();
+        let mut restored = 0;
+        for stored in self.store.load_all().await? {
+            let Some(cred) = self.credential(&stored.app, &stored.name) else {
+                continue; // a token of an app no longer configured
+            };
+            if from_unix_millis(stored.expires_at_ms) <= now {
+                // Dead tokens are not served, but their version carries on.
+                cred.bump_version_floor(stored.version);
+                continue;
+            }
+            cred.install(Token::from_stored(&stored, Trigger::Restored));
+            restored += 1;
+        }
+        Ok(restored)
+    }
+
+    /// The credential `app`/`name`, if configured.
+    pub fn credential(&self, app: &str, name: &str) -> Option<&Arc<Credential>> {
+        self.apps.get(app)?.get(name)
+    }
+
+    /// Does this app exist?
+    pub fn has_app(&self, app: &str) -> bool {
+        self.apps.contains_key(app)
+    }
+
+    /// Names of the configured apps.
+    pub fn app_names(&self) -> impl Iterator<Item = &str> {
+        let mut seen = Vec::new();
+        self.ordered.iter().filter_map(move |c| {
+            if seen.contains(&c.key.app.as_str()) {
+                None
+            } else {
+                seen.push(c.key.app.as_str());
+                Some(c.key.app.as_str())
+            }
+        })
+    }
+
+    /// Every credential, apps in config order and tokens in dependency order.
+    pub fn credentials(&self) -> &[Arc<Credential>] {
+        &self.ordered
+    }
+
+    /// The token to serve for `app`/`name`: the hot path, a map lookup and a read lock.
+    ///
+    /// # Errors
+    /// See [`LookupError`].
+    pub fn serve(&self, app: &str, name: &str) -> Result<Arc<Token>, LookupError> {
+        let cred = self.credential(app, name).ok_or(LookupError::Unknown)?;
+        cred.live_token(SystemTime::now())
+            .ok_or(LookupError::NotReady)
+    }
+
+    /// The refresh settings in force.
+    pub fn settings(&self) -> &RefreshConfig {
+        &self.settings
+    }
+}

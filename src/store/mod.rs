@@ -1,0 +1,87 @@
+//! Token stores: where refreshed tokens are kept so that a restart serves them at once.
+//!
+//! The serving path never reads a store: tokens are served from memory, and a store is
+//! written after each refresh and read once at start-up.
+
+mod embedded;
+mod memory;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
+
+use crate::domain::CredentialKey;
+
+/// A token as stored: its value with the times that the refresher needs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredToken {
+    pub app: String,
+    pub name: String,
+    pub value: String,
+    /// When the token stops being served (Unix milliseconds).
+    pub expires_at_ms: u64,
+    /// When it was fetched from WeChat (Unix milliseconds).
+    pub refreshed_at_ms: u64,
+    /// Increases by one with each refresh of this credential.
+    pub version: u64,
+}
+
+impl StoredToken {
+    pub fn key(&self) -> CredentialKey {
+        CredentialKey::new(&self.app, &self.name)
+    }
+
+    pub fn expires_at(&self) -> SystemTime {
+        crate::domain::from_unix_millis(self.expires_at_ms)
+    }
+
+    pub fn refreshed_at(&self) -> SystemTime {
+        crate::domain::from_unix_millis(self.refreshed_at_ms)
+    }
+}
+
+impl std::fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("app", &self.app)
+            .field("name", &self.name)
+            .field("value", &crate::domain::token_prefix(&self.value))
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store background task failed: {0}")]
+    Task(String),
+}
+
+/// A place to keep tokens across restarts.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Backend name for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Every stored token. Unreadable entries are skipped with a warning, so one bad
+    /// file cannot stop the server from starting.
+    async fn load_all(&self) -> Result<Vec<StoredToken>, Error>;
+
+    /// Stores `token`, replacing the previous one for its credential atomically.
+    async fn save(&self, token: &StoredToken) -> Result<(), Error>;
+}
+
+#[cfg(test)]
+mod contract;
