@@ -1,0 +1,178 @@
+//! The command line: check-config, --help, demo.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::process::BIN;
+
+fn check_config(text: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_remove("WTS_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const VALID: &str = r#"
+[server]
+request_secret = "${T_REQ_SECRET}"
+[sources.access_token]
+url = "https://api.weixin.qq.com/cgi-bin/token"
+args = { grant_type = "client_credential", appid = "wxabc", secret = "${T_APP_SECRET}" }
+"#;
+
+#[test]
+fn check_config_prints_the_resolved_config_with_secrets_masked() {
+    let (ok, stdout, stderr) = check_config(
+        VALID,
+        &[
+            ("T_REQ_SECRET", "req-s3cret"),
+            ("T_APP_SECRET", "app-s3cret"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("wxabc") && stdout.contains("***"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("req-s3cret") && !stdout.contains("app-s3cret"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("s3cret"));
+}
+
+#[test]
+fn check_config_names_the_bad_key_and_fails() {
+    let env = [("T_REQ_SECRET", "x"), ("T_APP_SECRET", "y")];
+    let cases = [
+        (VALID.replace("args =", "argz ="), "argz"),
+        (
+            VALID.replace("[server]", "[server]\nbind = \"localhost\""),
+            "server.bind",
+        ),
+        (
+            format!("{VALID}\n[store]\nbackend = \"sqlite\""),
+            "store.backend",
+        ),
+        (
+            VALID.replace("${T_APP_SECRET}", "${T_UNSET_VAR}"),
+            "T_UNSET_VAR",
+        ),
+        (
+            format!("{VALID}\n[refresh]\ntoken_expire_time = \"soon\""),
+            "refresh.token_expire_time",
+        ),
+        ("[server\n".to_owned(), "line 1"),
+    ];
+    for (text, needle) in cases {
+        let (ok, _, stderr) = check_config(&text, &env);
+        assert!(!ok, "accepted a bad config: {needle}");
+        assert!(
+            stderr.contains(needle),
+            "error does not name {needle}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args(["serve", "--config", "/nonexistent/wts.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/wts.toml"), "{stderr}");
+}
+
+#[test]
+fn help_documents_every_command_and_flag() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for command in ["serve", "demo", "simulate", "check-config"] {
+        assert!(text.contains(command), "{text}");
+    }
+    let out = Command::new(BIN)
+        .args(["simulate", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--bind",
+        "--app",
+        "--corp",
+        "--expires-in",
+        "--grace",
+        "--daily-quota",
+        "wx_demo_appid",
+    ] {
+        assert!(text.contains(flag), "simulate --help lacks {flag}: {text}");
+    }
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+}
+
+#[tokio::test]
+async fn demo_serves_a_valid_token_with_no_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["demo", "--port", "0"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.trim().strip_prefix("access_token:") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        }
+    });
+    let url = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
+    crate::helpers::wait_until("the demo serves a token", Duration::from_secs(10), || {
+        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        async move {
+            match client.get(&url).send().await {
+                Ok(r) if r.status() == reqwest::StatusCode::OK => {
+                    *body.lock().unwrap() = r.json().await.unwrap();
+                    true
+                }
+                _ => false,
+            }
+        }
+    })
+    .await;
+    let body = body.lock().unwrap().clone();
+    assert!(
+        body["access_token"].as_str().is_some_and(|t| t.len() > 20),
+        "{body}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,130 @@
+//! Force refresh: one upstream call per storm, `stale` semantics, rate limit, errors.
+
+use std::collections::HashSet;
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{TestApp, TestSim};
+
+#[tokio::test]
+async fn two_hundred_concurrent_force_refreshes_cost_one_upstream_call() {
+    let app = TestApp::spawn().await;
+    let old = app.token("access_token").await;
+    let before = app.sim.calls("/cgi-bin/token").await;
+
+    let replies = join_all((0..200).map(|_| app.force("access_token", Some(&old)))).await;
+
+    assert_eq!(app.sim.calls("/cgi-bin/token").await, before + 1);
+    let tokens: HashSet<String> = replies
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            body["access_token"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(tokens.len(), 1, "every caller gets the same new token");
+    let new = tokens.into_iter().next().unwrap();
+    assert_ne!(new, old);
+    assert!(app.sim.token_valid(&new).await);
+    assert_eq!(
+        app.token("access_token").await,
+        new,
+        "the new token is served"
+    );
+}
+
+#[tokio::test]
+async fn a_storm_without_stale_costs_at_most_one_call() {
+    let app = TestApp::spawn().await;
+    let before = app.sim.calls("/cgi-bin/token").await;
+    let replies = join_all((0..100).map(|_| app.force("access_token", None))).await;
+    assert!(replies.iter().all(|(status, _)| *status == StatusCode::OK));
+    assert!(app.sim.calls("/cgi-bin/token").await <= before + 1);
+}
+
+#[tokio::test]
+async fn a_stale_force_refresh_makes_no_upstream_call() {
+    let app = TestApp::spawn().await;
+    let current = app.token("access_token").await;
+    let before = app.sim.calls("/cgi-bin/token").await;
+    let (status, body) = app.force("access_token", Some("an-older-token")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["access_token"], current.as_str());
+    assert!(body["expires_in"].as_u64().unwrap() > 7000);
+    assert_eq!(app.sim.calls("/cgi-bin/token").await, before);
+}
+
+#[tokio::test]
+async fn force_refreshes_without_stale_are_rate_limited() {
+    let app = TestApp::spawn().await;
+    let before = app.sim.calls("/cgi-bin/token").await;
+    let (_, first) = app.force("access_token", None).await;
+    let (_, second) = app.force("access_token", None).await;
+    assert_eq!(app.sim.calls("/cgi-bin/token").await, before + 1);
+    assert_eq!(first["access_token"], second["access_token"]);
+}
+
+#[tokio::test]
+async fn a_refused_refresh_is_502_with_wechats_errcode_and_the_old_token_stays_served() {
+    let app = TestApp::spawn().await;
+    let current = app.token("access_token").await;
+    app.sim
+        .fault(
+            "/cgi-bin/token",
+            1,
+            json!({"errcode": 40164, "errmsg": "invalid ip 1.2.3.4, not in whitelist"}),
+        )
+        .await;
+    let (status, body) = app.force("access_token", Some(&current)).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["error"], "refresh failed");
+    assert_eq!(body["errcode"], 40164);
+    assert!(body["errmsg"].as_str().unwrap().contains("whitelist"));
+    assert_eq!(app.token("access_token").await, current);
+}
+
+#[tokio::test]
+async fn a_storm_against_a_failing_wechat_costs_one_call_and_every_caller_gets_the_error() {
+    let sim = TestSim::start(Default::default()).await;
+    let app = TestApp::spawn_on(sim, "upstream_timeout = 0.5").await;
+    let current = app.token("access_token").await;
+    let before = app.sim.calls("/cgi-bin/token").await;
+    // WeChat hangs past our timeout: the one flight fails, and everyone queued behind it
+    // shares that failure instead of calling again.
+    app.sim
+        .fault("/cgi-bin/token", 1, json!({"delay_ms": 3000}))
+        .await;
+    let replies = join_all((0..50).map(|_| app.force("access_token", Some(&current)))).await;
+    assert_eq!(app.sim.calls("/cgi-bin/token").await, before + 1);
+    for (status, body) in &replies {
+        assert_eq!(*status, StatusCode::BAD_GATEWAY, "{body}");
+        assert_eq!(body["error"], "refresh failed");
+    }
+    assert_eq!(
+        app.token("access_token").await,
+        current,
+        "the old token is still served"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_token_cannot_be_force_refreshed() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.force("nope", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "not found");
+}
+
+#[tokio::test]
+async fn force_refresh_of_the_ticket_gives_a_new_valid_ticket() {
+    let sim = TestSim::start(Default::default()).await;
+    let app = TestApp::spawn_on(sim, "").await;
+    let old = app.token("ticket").await;
+    let (status, body) = app.force("ticket", Some(&old)).await;
+    assert_eq!(status, StatusCode::OK);
+    let new = body["ticket"].as_str().unwrap();
+    assert_ne!(new, old);
+    assert!(app.sim.ticket_valid(new).await);
+}

@@ -1,0 +1,117 @@
+//! The real binary on the embedded store: restart after `kill -9`, graceful SIGTERM,
+//! secrets kept out of logs.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{SECRET, TestSim, seed_config, wait_until};
+use crate::process::Server;
+use wechat_token_server::simulator::DEMO_SECRET;
+
+async fn get_token(client: &reqwest::Client, server: &Server, name: &str) -> (StatusCode, Value) {
+    let response = client
+        .get(format!(
+            "{}/wechat/token?type={name}&secret={SECRET}",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+async fn wait_ready(client: &reqwest::Client, server: &Server) {
+    let url = format!("{}/readyz", server.base);
+    wait_until(
+        "the server is ready",
+        std::time::Duration::from_secs(15),
+        || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == StatusCode::OK)
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn after_kill_9_a_restart_serves_the_same_tokens_without_calling_wechat() {
+    let sim = TestSim::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "backend = \"embedded\"\npath = \"{}\"",
+        dir.path().join("data").display()
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, seed_config(sim.addr, &store, "")).unwrap();
+    let client = reqwest::Client::new();
+
+    let server = Server::start(&config).await;
+    wait_ready(&client, &server).await;
+    let (_, token) = get_token(&client, &server, "access_token").await;
+    let (_, ticket) = get_token(&client, &server, "ticket").await;
+    let calls = (
+        sim.calls("/cgi-bin/token").await,
+        sim.calls("/cgi-bin/ticket/getticket").await,
+    );
+    assert_eq!(calls, (1, 1));
+    server.kill_9();
+
+    let server = Server::start(&config).await;
+    let (status, token_again) = get_token(&client, &server, "access_token").await;
+    assert_eq!(status, StatusCode::OK, "served at once after restart");
+    assert_eq!(token_again["access_token"], token["access_token"]);
+    let (_, ticket_again) = get_token(&client, &server, "ticket").await;
+    assert_eq!(ticket_again["ticket"], ticket["ticket"]);
+    assert_eq!(
+        (
+            sim.calls("/cgi-bin/token").await,
+            sim.calls("/cgi-bin/ticket/getticket").await
+        ),
+        calls
+    );
+    assert!(
+        sim.token_valid(token_again["access_token"].as_str().unwrap())
+            .await
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_logs_never_show_secrets_or_tokens() {
+    let sim = TestSim::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "backend = \"embedded\"\npath = \"{}\"",
+        dir.path().join("data").display()
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, seed_config(sim.addr, &store, "")).unwrap();
+    let client = reqwest::Client::new();
+    let server = Server::start(&config).await;
+    wait_ready(&client, &server).await;
+    let (_, token) = get_token(&client, &server, "access_token").await;
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    // A forced refresh and a wrong secret, so the logs have something to say.
+    let url = format!(
+        "{}/wechat/token/forcerefresh?type=access_token&secret={SECRET}&stale={token}",
+        server.base
+    );
+    assert_eq!(
+        client.get(url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    let logs_handle = server.logs.clone();
+    let status = server.terminate().await;
+    assert!(status.success(), "{status:?}");
+    let logs = logs_handle.lock().unwrap().clone();
+    assert!(logs.contains("token refreshed"), "{logs}");
+    for secret in [SECRET, DEMO_SECRET, token.as_str()] {
+        assert!(!logs.contains(secret), "{secret} leaked into logs:\n{logs}");
+    }
+}
