@@ -56,7 +56,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// Config file (TOML). Default: `$WTS_CONFIG`, else `./wechat-token-server.toml`.
-    #[arg(long, short, env = "WTS_CONFIG", default_value = "wechat-token-server.toml")]
+    #[arg(
+        long,
+        short,
+        env = "WTS_CONFIG",
+        default_value = "wechat-token-server.toml"
+    )]
     pub config: PathBuf,
 }
 
