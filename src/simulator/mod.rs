@@ -1,12 +1,44 @@
-//! WeChat API simulator (stub: being written; see issue 3).
+//! WeChat API simulator: WeChat's token rules, offline, for tests, `demo` and users.
 //!
-//! Public surface that the rest of the crate and the tests rely on.
+//! It serves the endpoints the server calls with WeChat's request and reply shapes and the
+//! rules of `WECHAT-API.md`: lifetimes, a replaced credential valid for a grace period, the
+//! daily quota, stable_token's normal and forced modes, the error codes. An admin surface
+//! under `/sim/` counts calls, tells whether a credential is accepted, injects faults,
+//! resets and moves the clock. See `docs/simulator.md` for the user's guide.
+//!
+//! Layout:
+//! - `endpoint.rs`: the endpoints, by name and path.
+//! - `clock.rs`: an advanceable clock and WeChat's day (UTC+8).
+//! - `state.rs`: issued credentials, validity, quotas, counters.
+//! - `wechat.rs`: each endpoint's rules and error codes.
+//! - `faults.rs`: fault requests and their per-endpoint queue.
+//! - `routes.rs`, `admin.rs`: HTTP for WeChat's routes and for `/sim/*`.
+//! - `command.rs`: the `simulate` command.
+
+mod admin;
+mod clock;
+mod command;
+mod endpoint;
+mod faults;
+mod routes;
+mod state;
+mod wechat;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use clock::wechat_day;
+pub use command::{parse_credential, run_cli};
+pub use endpoint::Endpoint;
+pub use faults::{Fault, FaultError, FaultKind};
+pub use state::Stats;
+pub use wechat::{FORCED_PER_DAY, FORCED_SPACING};
+
+use state::{Lookup, State};
 
 /// Demo Official Account id accepted when no `--app` is given.
 pub const DEMO_APPID: &str = "wx_demo_appid";
@@ -18,20 +50,28 @@ pub const DEMO_CORPID: &str = "ww_demo_corpid";
 pub const DEMO_CORPSECRET: &str = "demo_corpsecret";
 
 /// Shown after `simulate --help`.
-pub const DEMO_HELP: &str = "Demo app (accepted when no --app/--corp is given): appid wx_demo_appid, secret demo_secret; corpid ww_demo_corpid, corpsecret demo_corpsecret.";
+pub const DEMO_HELP: &str = "\
+Demo apps (public, for trying things out):
+  without --app:  appid wx_demo_appid, secret demo_secret
+  without --corp: corpid ww_demo_corpid, corpsecret demo_corpsecret
+
+Admin routes: GET /sim/stats, GET /sim/valid?access_token=T (or ?ticket=T),
+POST /sim/faults, POST /sim/reset, POST /sim/advance {\"seconds\": N}.
+Example: curl 'http://127.0.0.1:9099/cgi-bin/token?grant_type=client_credential&appid=wx_demo_appid&secret=demo_secret'";
 
 /// Simulator settings.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// (appid, secret) pairs; empty means the demo app.
     pub apps: Vec<(String, String)>,
-    /// (corpid, corpsecret) pairs; empty means the demo corp.
+    /// (corpid, corpsecret) pairs, one per WeCom secret; empty means the demo corp.
     pub corps: Vec<(String, String)>,
-    /// Lifetime of issued credentials.
+    /// Lifetime of issued credentials (WeChat: 2 hours).
     pub expires_in: Duration,
-    /// How long a replaced credential stays valid.
+    /// How long a replaced credential stays valid, and how early a stable_token is renewed
+    /// in normal mode (WeChat: 5 minutes for both).
     pub grace: Duration,
-    /// Successful calls per app and endpoint per day.
+    /// Successful calls per app and endpoint per WeChat day before 45009.
     pub daily_quota: u64,
 }
 
@@ -47,47 +87,117 @@ impl Default for SimConfig {
     }
 }
 
-/// Shared simulator state; cheap to clone.
+/// Shared simulator state; cheap to clone, every clone sees the same WeChat.
 #[derive(Clone)]
-pub struct Simulator {}
+pub struct Simulator {
+    state: Arc<Mutex<State>>,
+}
 
 impl Simulator {
-    pub fn new(_config: SimConfig) -> Self {
-        Self {}
+    /// A simulator with nothing issued yet; its clock starts now.
+    pub fn new(config: SimConfig) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State::new(config))),
+        }
     }
-    /// Calls counted for `endpoint` (e.g. "/cgi-bin/token") since start or reset.
-    pub fn calls(&self, _endpoint: &str) -> u64 {
-        0
+
+    /// Binds 127.0.0.1 on a free port and serves on a new task until `shutdown` of the
+    /// returned handle is cancelled. What tests and `demo` use.
+    ///
+    /// # Errors
+    /// When the loopback port can't be bound.
+    pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let sim = Self::new(config);
+        let shutdown = CancellationToken::new();
+        let server = sim.clone().serve(listener, shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "WeChat simulator stopped");
+            }
+        });
+        Ok(SimHandle {
+            addr,
+            sim,
+            shutdown,
+        })
     }
-    /// Is this access_token accepted by WeChat right now?
-    pub fn access_token_valid(&self, _token: &str) -> bool {
-        false
-    }
-    /// Is this ticket accepted by WeChat right now?
-    pub fn ticket_valid(&self, _ticket: &str) -> bool {
-        false
-    }
-    /// Serves WeChat's routes and `/sim/*` until `shutdown` is cancelled.
+
+    /// Serves WeChat's routes and `/sim/*` until `shutdown` is cancelled, then lets
+    /// requests in flight finish (injected delays are cut short).
+    ///
+    /// # Errors
+    /// When accepting connections fails.
     pub async fn serve(
         self,
-        _listener: TcpListener,
-        _shutdown: CancellationToken,
+        listener: TcpListener,
+        shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        Ok(())
+        let app = routes::router(self, shutdown.clone());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+
+    /// The state, locked. Never held across an await (see `state.rs`).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while locked can only come from a bug; the counters and maps are still
+        // usable, and a simulator that keeps answering is more useful to a test than one
+        // that fails every later call.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Calls counted for `endpoint` (e.g. "/cgi-bin/token") since start or reset, failed
+    /// and faulted ones included; 0 for a path the simulator does not serve.
+    pub fn calls(&self, endpoint: &str) -> u64 {
+        Endpoint::from_path(endpoint).map_or(0, |e| self.lock().calls(e))
+    }
+
+    /// Is this access_token (of any platform) accepted by WeChat right now?
+    pub fn access_token_valid(&self, token: &str) -> bool {
+        matches!(self.lock().lookup(token, true), Lookup::Valid(..))
+    }
+
+    /// Is this ticket accepted by WeChat right now?
+    pub fn ticket_valid(&self, ticket: &str) -> bool {
+        matches!(self.lock().lookup(ticket, false), Lookup::Valid(..))
+    }
+
+    /// Counters, as `GET /sim/stats` shows them.
+    pub fn stats(&self) -> Stats {
+        self.lock().stats()
+    }
+
+    /// Queues a fault for the next `fault.count` calls of its endpoint.
+    pub fn inject_fault(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    /// Forgets faults, counters, quotas and issued credentials; the clock keeps its offset.
+    pub fn reset(&self) {
+        self.lock().reset();
+    }
+
+    /// Moves the simulator's clock ahead, so expiry and grace can be tested without waiting.
+    pub fn advance(&self, by: Duration) {
+        self.lock().clock.advance(by);
     }
 }
 
 /// A simulator running on its own task, for tests and `demo`.
 pub struct SimHandle {
+    /// Where it listens (127.0.0.1 and a free port).
     pub addr: SocketAddr,
+    /// The running simulator's state, for assertions and fault injection.
     pub sim: Simulator,
+    /// Cancel to stop it.
     pub shutdown: CancellationToken,
 }
 
-/// `simulate` (stub).
-pub async fn run_cli(
-    _args: crate::cli::SimulateArgs,
-    _shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+impl SimHandle {
+    /// Base URL to use as `api_base`, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }

@@ -1,0 +1,151 @@
+//! The `simulate` command: flags to [`SimConfig`], bind, print what is accepted, serve.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{DEMO_APPID, DEMO_CORPID, DEMO_CORPSECRET, DEMO_SECRET, SimConfig, Simulator};
+use crate::cli::SimulateArgs;
+
+/// Splits an `ID:SECRET` flag value. The secret may contain ':'; the id may not.
+///
+/// # Errors
+/// When there is no ':' or a side is empty. The message names `flag` and never repeats
+/// the value, which may hold a secret.
+pub fn parse_credential(flag: &str, value: &str) -> anyhow::Result<(String, String)> {
+    let Some((id, secret)) = value.split_once(':') else {
+        bail!("{flag} expects ID:SECRET (e.g. {flag} wx123:abc), but the value has no ':'");
+    };
+    if id.trim().is_empty() || secret.is_empty() {
+        bail!("{flag} expects ID:SECRET with neither part empty");
+    }
+    Ok((id.trim().to_owned(), secret.to_owned()))
+}
+
+/// Builds the simulator's settings from the command line.
+///
+/// # Errors
+/// A malformed `--app`/`--corp`, an appid given twice, or a zero `--expires-in`.
+pub fn config_from_args(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
+    let apps = args
+        .apps
+        .iter()
+        .map(|v| parse_credential("--app", v))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut seen = HashSet::new();
+    if let Some((dup, _)) = apps.iter().find(|(id, _)| !seen.insert(id)) {
+        bail!("--app {dup} is given twice; an app has one secret");
+    }
+    // A corp may have several secrets (one per WeCom app), so only exact repeats are odd,
+    // and harmless.
+    let corps = args
+        .corps
+        .iter()
+        .map(|v| parse_credential("--corp", v))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if args.expires_in == 0 {
+        bail!("--expires-in must be at least 1 second");
+    }
+    Ok(SimConfig {
+        apps,
+        corps,
+        expires_in: Duration::from_secs(args.expires_in),
+        grace: Duration::from_secs(args.grace),
+        daily_quota: args.daily_quota,
+    })
+}
+
+/// Runs `wechat-token-server simulate` until `shutdown` is cancelled.
+///
+/// # Errors
+/// Bad flags (see [`config_from_args`]), or the address can't be bound.
+pub async fn run_cli(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = config_from_args(&args)?;
+    let listener = TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("cannot listen on {} (--bind)", args.bind))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    println!("{}", banner(&config, &addr.to_string()));
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the simulator has no authentication and is reachable from other hosts");
+    }
+    tracing::info!(%addr, apps = config.apps.len(), corps = config.corps.len(), "WeChat simulator listening");
+    Simulator::new(config)
+        .serve(listener, shutdown)
+        .await
+        .context("serving the WeChat simulator")
+}
+
+/// What the user reads on start: where, which apps (secrets only for the public demo),
+/// the rules in force, and a first command to try.
+fn banner(config: &SimConfig, addr: &str) -> String {
+    let ids = |list: &[(String, String)]| {
+        let mut ids: Vec<_> = list.iter().map(|(id, _)| id.as_str()).collect();
+        ids.dedup();
+        ids.join(", ")
+    };
+    let apps = if config.apps.is_empty() {
+        format!("{DEMO_APPID} (demo, secret {DEMO_SECRET})")
+    } else {
+        ids(&config.apps)
+    };
+    let corps = if config.corps.is_empty() {
+        format!("{DEMO_CORPID} (demo, corpsecret {DEMO_CORPSECRET})")
+    } else {
+        ids(&config.corps)
+    };
+    let (try_appid, try_secret) = config
+        .apps
+        .first()
+        .map_or((DEMO_APPID, DEMO_SECRET), |(id, _)| (id.as_str(), "SECRET"));
+    format!(
+        "WeChat simulator listening on http://{addr}\n\
+         \x20 Official Accounts / Mini Programs: {apps}\n\
+         \x20 WeCom corps: {corps}\n\
+         \x20 expires_in {}s, grace {}s, daily quota {} per app and API\n\
+         \x20 try: curl 'http://{addr}/cgi-bin/token?grant_type=client_credential&appid={try_appid}&secret={try_secret}'\n\
+         \x20 admin: http://{addr}/sim/stats (see docs/simulator.md)",
+        config.expires_in.as_secs(),
+        config.grace.as_secs(),
+        config.daily_quota,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_splits_at_the_first_colon() {
+        let parsed = parse_credential("--app", "wx1:se:cret").ok();
+        assert_eq!(parsed, Some(("wx1".into(), "se:cret".into())));
+    }
+
+    #[test]
+    fn a_malformed_credential_is_refused_without_echoing_it() {
+        for bad in ["nocolon", ":secret", "wx1:", ":"] {
+            let e = parse_credential("--app", bad).err().map(|e| e.to_string());
+            let e = e.unwrap_or_default();
+            assert!(e.contains("--app expects ID:SECRET"), "{bad}: {e}");
+            assert!(!e.contains("nocolon") && !e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_banner_shows_the_demo_secret_but_never_a_real_one() {
+        let demo = banner(&SimConfig::default(), "127.0.0.1:1");
+        assert!(demo.contains(DEMO_SECRET) && demo.contains(DEMO_CORPSECRET));
+        let real = SimConfig {
+            apps: vec![("wx1".into(), "topsecret".into())],
+            ..SimConfig::default()
+        };
+        let text = banner(&real, "127.0.0.1:1");
+        assert!(
+            text.contains("wx1") && !text.contains("topsecret"),
+            "{text}"
+        );
+    }
+}

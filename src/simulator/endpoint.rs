@@ -1,0 +1,81 @@
+//! The WeChat endpoints the simulator serves: one name for routing, counters, quota and faults.
+
+use axum::routing::MethodFilter;
+
+/// A WeChat API the simulator implements.
+///
+/// Counters, quotas and faults are keyed by this rather than by path strings, so a typo in
+/// a fault request is rejected instead of silently never matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    /// `GET /cgi-bin/token`: Official Account / Mini Program access_token.
+    Token,
+    /// `POST /cgi-bin/stable_token`: the stable access_token.
+    StableToken,
+    /// `GET /cgi-bin/ticket/getticket`: jsapi and wx_card tickets.
+    GetTicket,
+    /// `GET /cgi-bin/getcallbackip`: cheap probe of an access_token.
+    CallbackIp,
+    /// `POST /cgi-bin/openapi/quota/get`: how much of an API's daily quota is used.
+    QuotaGet,
+    /// `GET /cgi-bin/gettoken`: WeCom access_token.
+    CorpToken,
+    /// `GET /cgi-bin/get_jsapi_ticket`: WeCom corp jsapi ticket.
+    CorpTicket,
+    /// `GET /cgi-bin/ticket/get`: WeCom agent_config ticket.
+    AgentTicket,
+}
+
+impl Endpoint {
+    /// Every endpoint, in the order stats list them.
+    pub const ALL: [Endpoint; 8] = [
+        Endpoint::Token,
+        Endpoint::StableToken,
+        Endpoint::GetTicket,
+        Endpoint::CallbackIp,
+        Endpoint::QuotaGet,
+        Endpoint::CorpToken,
+        Endpoint::CorpTicket,
+        Endpoint::AgentTicket,
+    ];
+
+    /// The URL path WeChat serves it on.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Token => "/cgi-bin/token",
+            Endpoint::StableToken => "/cgi-bin/stable_token",
+            Endpoint::GetTicket => "/cgi-bin/ticket/getticket",
+            Endpoint::CallbackIp => "/cgi-bin/getcallbackip",
+            Endpoint::QuotaGet => "/cgi-bin/openapi/quota/get",
+            Endpoint::CorpToken => "/cgi-bin/gettoken",
+            Endpoint::CorpTicket => "/cgi-bin/get_jsapi_ticket",
+            Endpoint::AgentTicket => "/cgi-bin/ticket/get",
+        }
+    }
+
+    /// The endpoint served on `path`, if any.
+    pub fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.path() == path)
+    }
+
+    /// The HTTP method WeChat documents for it; others get a JSON 405.
+    pub fn method(self) -> MethodFilter {
+        match self {
+            Endpoint::StableToken | Endpoint::QuotaGet => MethodFilter::POST,
+            _ => MethodFilter::GET,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_maps_back_to_its_endpoint() {
+        for e in Endpoint::ALL {
+            assert_eq!(Endpoint::from_path(e.path()), Some(e));
+        }
+        assert_eq!(Endpoint::from_path("/cgi-bin/nope"), None);
+    }
+}

@@ -1,0 +1,162 @@
+//! HTTP for WeChat's endpoints: turns a request into a call on the state and the outcome,
+//! faults included, into the reply WeChat (or a broken network) would give.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::on;
+use http_body::Frame;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::Simulator;
+use super::endpoint::Endpoint;
+use super::faults::FaultKind;
+use super::wechat::{Request, WxError};
+
+/// What a handler needs: the state, and the shutdown signal that cuts injected delays short.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The simulator.
+    pub sim: Simulator,
+    /// Cancelled when the server stops.
+    pub shutdown: CancellationToken,
+}
+
+/// All routes: WeChat's, `/sim/*`, and JSON answers for unknown paths and wrong methods.
+pub fn router(sim: Simulator, shutdown: CancellationToken) -> Router {
+    let mut router = Router::new();
+    for endpoint in Endpoint::ALL {
+        let handler = move |State(ctx): State<Ctx>, RawQuery(query): RawQuery, body: Bytes| {
+            call(ctx, endpoint, query, body)
+        };
+        router = router.route(endpoint.path(), on(endpoint.method(), handler));
+    }
+    router
+        .merge(super::admin::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(Ctx { sim, shutdown })
+}
+
+/// What the locked part of a call decided.
+enum Outcome {
+    /// WeChat's reply, success or error.
+    Reply(Result<Value, WxError>),
+    /// The same, held back this long.
+    Late(Duration, Result<Value, WxError>),
+    /// An injected failure instead of a reply.
+    Fault(FaultKind),
+}
+
+/// One call of a WeChat endpoint: count it, apply a queued fault, or serve it.
+async fn call(ctx: Ctx, endpoint: Endpoint, query: Option<String>, body: Bytes) -> Response {
+    let req = Request::new(query.as_deref(), &body);
+    let outcome = {
+        let mut state = ctx.sim.lock();
+        let app = state.app_of(endpoint, &req);
+        state.record_call(endpoint, app.as_deref());
+        match state.faults.take(endpoint) {
+            None => Outcome::Reply(state.serve(endpoint, &req)),
+            Some(FaultKind::Delay(delay)) => Outcome::Late(delay, state.serve(endpoint, &req)),
+            Some(kind) => Outcome::Fault(kind),
+        }
+    };
+    let reply = match outcome {
+        Outcome::Reply(reply) => reply,
+        Outcome::Late(delay, reply) => {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = ctx.shutdown.cancelled() => {}
+            }
+            reply
+        }
+        Outcome::Fault(kind) => {
+            tracing::debug!(path = endpoint.path(), ?kind, "injected fault");
+            return fault_response(kind);
+        }
+    };
+    match reply {
+        Ok(value) => Json(value).into_response(),
+        Err(e) => {
+            tracing::debug!(
+                path = endpoint.path(),
+                errcode = e.code,
+                "wechat error reply"
+            );
+            Json(json!({"errcode": e.code, "errmsg": e.msg})).into_response()
+        }
+    }
+}
+
+/// The reply a failing WeChat, proxy or network gives for `kind`.
+fn fault_response(kind: FaultKind) -> Response {
+    match kind {
+        FaultKind::Errcode { code, msg } => {
+            Json(json!({"errcode": code, "errmsg": msg})).into_response()
+        }
+        FaultKind::HttpStatus(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+            let html = format!("<html><body><h1>{status}</h1></body></html>");
+            (status, [(header::CONTENT_TYPE, "text/html")], html).into_response()
+        }
+        FaultKind::Garbage => {
+            let body = r#"{"access_token":"Zm9vYmFy<html><body>upstream reset"#;
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        FaultKind::Drop => Response::new(Body::new(AbortBody)),
+        // `call` serves delayed calls itself; should one get here, a bare delay-free 500
+        // is still a visible failure rather than a panic.
+        FaultKind::Delay(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// A response body that fails before yielding a byte.
+///
+/// hyper buffers the status line and headers until the first body chunk is written; when
+/// the body fails first, it closes the connection and drops the buffer, so the client sees
+/// the connection closed with no response at all, which is what a dropped connection is.
+/// (Tested over real HTTP in `tests/it/simulator.rs`.)
+struct AbortBody;
+
+impl http_body::Body for AbortBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let e = io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "simulated dropped connection",
+        );
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    let msg = format!("no such endpoint in the WeChat simulator: {}", uri.path());
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"errcode": 404, "errmsg": msg})),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed(uri: Uri) -> Response {
+    let msg = format!("method not allowed on {}", uri.path());
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"errcode": 405, "errmsg": msg})),
+    )
+        .into_response()
+}
