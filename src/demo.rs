@@ -13,22 +13,22 @@ use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::simulator::{DEMO_APPID, DEMO_SECRET, SimConfig, Simulator};
 
-/// The demo's config, in the same TOML a user would write; placeholders in CAPS.
+/// The demo's config, in the same TOML a user would write; placeholders in `@..@`.
 const DEMO_CONFIG: &str = r#"
 [server]
-bind = "BIND"
-request_secret = "SECRET"
+bind = "@BIND@"
+request_secret = "@REQUEST_SECRET@"
 
 [store]
 backend = "embedded"
-path = "STORE_PATH"
+path = "@STORE_PATH@"
 
 [sources.access_token]
-url = "http://SIMULATOR/cgi-bin/token"
-args = { grant_type = "client_credential", appid = "APPID", secret = "APPSECRET" }
+url = "http://@SIMULATOR@/cgi-bin/token"
+args = { grant_type = "client_credential", appid = "@APPID@", secret = "@APPSECRET@" }
 
 [sources.ticket]
-url = "http://SIMULATOR/cgi-bin/ticket/getticket"
+url = "http://@SIMULATOR@/cgi-bin/ticket/getticket"
 args = { type = "jsapi", access_token = "{{access_token}}" }
 "#;
 
@@ -64,15 +64,15 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     };
     let secret: String = format!("{:032x}", rand::rng().random::<u128>());
     let text = DEMO_CONFIG
-        .replace("BIND", &addr.to_string())
-        .replace("SECRET", &secret)
+        .replace("@BIND@", &addr.to_string())
+        .replace("@REQUEST_SECRET@", &secret)
         .replace(
-            "STORE_PATH",
+            "@STORE_PATH@",
             &store_path.display().to_string().replace('\\', "/"),
         )
-        .replace("SIMULATOR", &sim_addr.to_string())
-        .replace("APPSECRET", DEMO_SECRET)
-        .replace("APPID", DEMO_APPID);
+        .replace("@SIMULATOR@", &sim_addr.to_string())
+        .replace("@APPSECRET@", DEMO_SECRET)
+        .replace("@APPID@", DEMO_APPID);
     let config = Config::parse(&text, &|_| None).context("demo config")?;
     let app = App::build(config, listener).await?;
 

@@ -97,9 +97,9 @@ pub struct Credential {
     current: RwLock<Option<Arc<Token>>>,
     /// Serialises refreshes; see `flight`.
     pub(super) flight: tokio::sync::Mutex<FlightState>,
-    /// Counts refresh attempts, read before queueing on `flight` so that a waiter can
-    /// tell that someone else refreshed while it waited.
-    pub(super) attempts: AtomicU64,
+    /// Counts finished refresh attempts. Read before queueing on `flight`, so that a
+    /// caller can tell that a refresh ended while it waited, and share its outcome.
+    pub(super) completed_flights: AtomicU64,
     /// Highest version seen, so versions keep increasing across restarts.
     version_floor: AtomicU64,
     /// Wakes the scheduler when the token changed under it.
@@ -114,7 +114,7 @@ impl Credential {
             source,
             current: RwLock::new(None),
             flight: tokio::sync::Mutex::new(FlightState::default()),
-            attempts: AtomicU64::new(0),
+            completed_flights: AtomicU64::new(0),
             version_floor: AtomicU64::new(0),
             changed: Notify::new(),
             status: Mutex::new(Status::default()),

@@ -46,8 +46,8 @@ impl Decision {
 pub struct FlightState {
     /// Outcome of the last attempt, handed to callers that waited for it.
     last_error: Option<RefreshError>,
-    /// When the last successful upstream call was made, for the force rate limit.
-    last_performed: Option<Instant>,
+    /// When the last upstream call ended, for the force rate limit.
+    last_attempt: Option<Instant>,
 }
 
 impl Refresher {
@@ -76,13 +76,13 @@ impl Refresher {
         trigger: Trigger,
         stale: Option<&str>,
     ) -> Result<(Arc<Token>, Decision), RefreshError> {
-        let attempts_seen = cred.attempts.load(Ordering::Acquire);
+        let flights_seen = cred.completed_flights.load(Ordering::Acquire);
         let mut flight = cred.flight.lock().await;
         let now = SystemTime::now();
         let current = cred.live_token(now);
 
-        if cred.attempts.load(Ordering::Acquire) != attempts_seen {
-            // Someone refreshed while we queued: share the outcome.
+        if cred.completed_flights.load(Ordering::Acquire) != flights_seen {
+            // A refresh ended while we queued: share its outcome.
             match (&current, &flight.last_error) {
                 (Some(token), _) if stale.is_none_or(|s| s != token.value) => {
                     return Ok((token.clone(), Decision::Shared));
@@ -91,30 +91,17 @@ impl Refresher {
                 _ => {} // it succeeded but did not replace `stale` (or expired): go on
             }
         }
-        if let Some(token) = &current {
-            let skip = match (stale, trigger) {
-                (Some(stale), _) => (token.value != stale).then_some(Decision::Stale),
-                (None, Trigger::Forced) => flight
-                    .last_performed
-                    .is_some_and(|at| at.elapsed() < self.settings.force_min_interval)
-                    .then_some(Decision::RateLimited),
-                (None, Trigger::Scheduled) => (token.remaining(now)
-                    > super::refresh_lead(token.lifetime()))
-                .then_some(Decision::Shared),
-                (None, Trigger::Dependency | Trigger::Restored) => Some(Decision::Shared),
-            };
-            if let Some(decision) = skip {
-                return Ok((token.clone(), decision));
-            }
+        if let Some(answer) = self.answer_without_call(&flight, current, trigger, stale, now) {
+            return answer;
         }
 
-        cred.attempts.fetch_add(1, Ordering::AcqRel);
         let result = self.fetch_and_install(cred, trigger).await;
         let now = SystemTime::now();
+        flight.last_attempt = Some(Instant::now());
+        cred.completed_flights.fetch_add(1, Ordering::AcqRel);
         match result {
             Ok(token) => {
                 flight.last_error = None;
-                flight.last_performed = Some(Instant::now());
                 cred.record_success(now);
                 Ok((token, Decision::Performed))
             }
@@ -125,6 +112,38 @@ impl Refresher {
                 Err(error)
             }
         }
+    }
+
+    /// The answer to give without calling WeChat, when no call is needed.
+    fn answer_without_call(
+        &self,
+        flight: &FlightState,
+        current: Option<Arc<Token>>,
+        trigger: Trigger,
+        stale: Option<&str>,
+        now: SystemTime,
+    ) -> Option<Result<(Arc<Token>, Decision), RefreshError>> {
+        let since_attempt = flight.last_attempt.map(|at| at.elapsed());
+        if let Some(error) = &flight.last_error {
+            if trigger == Trigger::Forced
+                && since_attempt.is_some_and(|d| d < self.settings.min_retry_delay)
+            {
+                // WeChat failed a moment ago: calling again at once would only add load.
+                return Some(Err(error.clone()));
+            }
+        }
+        let token = current?;
+        let decision = match (stale, trigger) {
+            (Some(stale), _) => (token.value != stale).then_some(Decision::Stale),
+            (None, Trigger::Forced) => since_attempt
+                .is_some_and(|d| d < self.settings.force_min_interval)
+                .then_some(Decision::RateLimited),
+            (None, Trigger::Scheduled) => (token.remaining(now)
+                > super::refresh_lead(token.lifetime()))
+            .then_some(Decision::Shared),
+            (None, Trigger::Dependency | Trigger::Restored) => Some(Decision::Shared),
+        }?;
+        Some(Ok((token, decision)))
     }
 
     /// Calls WeChat (after making sure the tokens it refers to are live), stores the

@@ -58,12 +58,33 @@ async fn a_stale_force_refresh_makes_no_upstream_call() {
 
 #[tokio::test]
 async fn force_refreshes_without_stale_are_rate_limited() {
-    let app = TestApp::spawn().await;
+    let sim = TestSim::start(Default::default()).await;
+    let app = TestApp::spawn_on(sim, "force_min_interval = 1").await;
+    let first = app.token("access_token").await;
     let before = app.sim.calls("/cgi-bin/token").await;
-    let (_, first) = app.force("access_token", None).await;
-    let (_, second) = app.force("access_token", None).await;
+    // Within the interval of the start-up fetch: answered with the current token.
+    let (status, body) = app.force("access_token", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["access_token"], first.as_str());
+    assert_eq!(app.sim.calls("/cgi-bin/token").await, before);
+    // Once the interval has passed, one call is made ...
+    let fresh = std::sync::Mutex::new(String::new());
+    crate::helpers::wait_until(
+        "a force refresh is performed",
+        std::time::Duration::from_secs(5),
+        || async {
+            let (_, body) = app.force("access_token", None).await;
+            let value = body["access_token"].as_str().unwrap().to_owned();
+            *fresh.lock().unwrap() = value.clone();
+            value != first
+        },
+    )
+    .await;
     assert_eq!(app.sim.calls("/cgi-bin/token").await, before + 1);
-    assert_eq!(first["access_token"], second["access_token"]);
+    // ... and the next one is limited again.
+    let (_, again) = app.force("access_token", None).await;
+    assert_eq!(again["access_token"], fresh.lock().unwrap().as_str());
+    assert_eq!(app.sim.calls("/cgi-bin/token").await, before + 1);
 }
 
 #[tokio::test]

@@ -120,7 +120,7 @@ async fn token_expire_time_caps_the_served_lifetime() {
     let app = TestApp::spawn_on(sim, "token_expire_time = 100").await;
     let (_, body) = app.get("/wechat/token?type=access_token").await;
     let expires_in = body["expires_in"].as_u64().unwrap();
-    assert!(expires_in <= 100 && expires_in >= 95, "{expires_in}");
+    assert!((95..=100).contains(&expires_in), "{expires_in}");
 }
 
 #[tokio::test]
