@@ -146,3 +146,12 @@ fn masked_output_hides_every_secret() {
     // The output is itself valid TOML.
     shown.parse::<toml::Table>().unwrap();
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let text = include_str!("../../wechat-token-server.example.toml");
+    let config = Config::parse(text, &env).unwrap();
+    assert_eq!(config.server.bind.port(), 12123);
+    assert_eq!(config.refresh.force_min_interval, Duration::from_secs(30));
+    assert_eq!(config.apps[0].sources.len(), 2);
+}
