@@ -1,0 +1,3 @@
+//! The one integration-test binary: one module per feature, run with `cargo test --test it`.
+
+mod simulator;
