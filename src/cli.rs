@@ -97,11 +97,13 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 7200)]
     pub expires_in: u64,
 
-    /// Seconds a replaced access_token or ticket stays valid (WeChat: 300).
+    /// Seconds a replaced access_token or ticket stays valid; also how early stable_token
+    /// renews in normal mode (WeChat: 300 for both).
     #[arg(long, default_value_t = 300)]
     pub grace: u64,
 
-    /// Successful calls per app and API per day before 45009 (WeChat: 2000 for /cgi-bin/token).
+    /// Successful calls per app and per API per WeChat day (midnight UTC+8) before 45009
+    /// (WeChat: 2000 for /cgi-bin/token). Applies to every simulated API alike.
     #[arg(long, default_value_t = 2000)]
     pub daily_quota: u64,
 }

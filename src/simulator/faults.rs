@@ -50,22 +50,30 @@ pub struct Fault {
 /// Why a `/sim/faults` request was refused; the message tells the user what to send.
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
+    /// Not JSON, a field of the wrong type, or an unknown field.
     #[error("fault is not valid JSON or has an unknown field: {0}")]
     Json(#[from] serde_json::Error),
+    /// `endpoint` is not a path the simulator serves.
     #[error("unknown endpoint {0:?}; use one of: {paths}", paths = known_paths())]
     UnknownEndpoint(String),
+    /// None or several of the fault kinds.
     #[error(
         "give exactly one of \"errcode\", \"http_status\", \"delay_ms\", \"drop\": true, \"garbage\": true (got {0})"
     )]
     Kinds(usize),
+    /// `count: 0` would inject nothing.
     #[error("\"count\" must be at least 1")]
     ZeroCount,
+    /// `errcode: 0` is a success, not a fault.
     #[error("\"errcode\" must be non-zero: 0 is WeChat's success")]
     ZeroErrcode,
+    /// Not an HTTP error status.
     #[error("\"http_status\" must be between 400 and 599, got {0}")]
     Status(u16),
+    /// Longer than [`MAX_DELAY`].
     #[error("\"delay_ms\" must be at most {} (10 minutes)", MAX_DELAY.as_millis())]
     Delay,
+    /// `errmsg` without `errcode`.
     #[error("\"errmsg\" only goes with \"errcode\"")]
     StrayErrmsg,
 }

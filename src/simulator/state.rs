@@ -132,7 +132,9 @@ pub struct State {
     pub config: SimConfig,
     /// Time as the simulator sees it.
     pub clock: Clock,
-    /// Every credential issued since start or reset, by value.
+    /// Every credential issued since start or reset, by value. Never pruned, so an old
+    /// token still gets 40001/42001 rather than 40014; its growth is bounded by the daily
+    /// quota (a few MB per app and day at WeChat's limits), and `/sim/reset` clears it.
     creds: HashMap<String, Cred>,
     /// The latest credential of each (owner, kind).
     current: HashMap<(Owner, Kind), String>,

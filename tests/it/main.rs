@@ -8,3 +8,4 @@ mod force_refresh;
 mod legacy_api;
 mod refresh;
 mod restart;
+mod simulator;
