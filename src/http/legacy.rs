@@ -1,30 +1,35 @@
 //! The Python original's routes, with its exact shapes and status codes:
 //! `GET /wechat/token?type=NAME&secret=S` and `GET /wechat/token/forcerefresh?...`.
 
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
 use crate::auth::presented_secret;
-use crate::refresh::{Credential, LookupError, Token};
+use crate::refresh::{Credential, Token};
 
 /// Longest query string accepted. Real queries are a few hundred bytes (a 512-byte
 /// `stale` token at most); anything longer is hostile or broken.
 const MAX_QUERY_LEN: usize = 4096;
 
-/// The parameters of a seed request, each given at most once.
+/// The parameters of a seed request, each given at most once. Borrowed from the query
+/// string unless percent-decoding changed them: the token route allocates nothing here.
 #[derive(Default)]
-struct Params {
-    kind: Option<String>,
-    secret: Option<String>,
-    app: Option<String>,
-    stale: Option<String>,
+struct Params<'q> {
+    kind: Option<Cow<'q, str>>,
+    secret: Option<Cow<'q, str>>,
+    app: Option<Cow<'q, str>>,
+    stale: Option<Cow<'q, str>>,
 }
 
-impl Params {
-    fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+impl<'q> Params<'q> {
+    fn parse(query: Option<&'q str>) -> Result<Self, ApiError> {
         let query = query.unwrap_or("");
         if query.len() > MAX_QUERY_LEN {
             return Err(ApiError::bad_request(format!(
@@ -45,7 +50,7 @@ impl Params {
                     "parameter {key} given more than once"
                 )));
             }
-            *slot = Some(value.into_owned());
+            *slot = Some(value);
         }
         Ok(params)
     }
@@ -63,7 +68,7 @@ fn resolve<'a>(
         return Err(ApiError::invalid_request());
     }
     let app = match (&params.app, &state.default_app) {
-        (Some(app), _) => app.as_str(),
+        (Some(app), _) => app.as_ref(),
         (None, Some(default)) => default,
         (None, None) => {
             return Err(ApiError::not_found()
@@ -79,18 +84,15 @@ fn resolve<'a>(
         .ok_or_else(ApiError::not_found)
 }
 
-/// `GET /wechat/token`: the current token from memory.
-pub async fn get_token(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let result = Params::parse(query.as_deref()).and_then(|params| {
-        let cred = resolve(&state, &headers, &params)?;
-        match state.refresher.serve(&cred.key.app, &cred.key.name) {
-            Ok(token) => Ok(token_response(&cred.key.name, &token)),
-            Err(LookupError::Unknown) => Err(ApiError::not_found()),
-            Err(LookupError::NotReady) => Err(ApiError::not_ready(&cred.key.app, &cred.key.name)),
+/// `GET /wechat/token`: the current token from memory. The hot path: the request is
+/// taken whole so that neither headers nor query are copied.
+pub async fn get_token(State(state): State<AppState>, request: Request) -> Response {
+    let result = Params::parse(request.uri().query()).and_then(|params| {
+        let cred = resolve(&state, request.headers(), &params)?;
+        let now = SystemTime::now();
+        match cred.live_token(now) {
+            Some(token) => Ok(token_response(&cred.key.name, &token, now)),
+            None => Err(ApiError::not_ready(&cred.key.app, &cred.key.name)),
         }
     });
     result.unwrap_or_else(IntoResponse::into_response)
@@ -98,16 +100,12 @@ pub async fn get_token(
 
 /// `GET /wechat/token/forcerefresh`: a token newer than `stale`, at most one upstream
 /// call however many clients ask at once.
-pub async fn force_refresh(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let params = match Params::parse(query.as_deref()) {
+pub async fn force_refresh(State(state): State<AppState>, request: Request) -> Response {
+    let params = match Params::parse(request.uri().query()) {
         Ok(params) => params,
         Err(e) => return e.into_response(),
     };
-    let cred = match resolve(&state, &headers, &params) {
+    let cred = match resolve(&state, request.headers(), &params) {
         Ok(cred) => cred.clone(),
         Err(e) => return e.into_response(),
     };
@@ -118,25 +116,31 @@ pub async fn force_refresh(
     {
         Ok((token, decision)) => {
             tracing::debug!(app = %cred.key.app, token = %cred.key.name, decision = decision.as_str(), "force refresh");
-            token_response(&cred.key.name, &token)
+            token_response(&cred.key.name, &token, SystemTime::now())
         }
         Err(error) => ApiError::upstream(&error).into_response(),
     }
 }
 
-/// `{"NAME": "<token>", "expires_in": N}`, built by hand: it is the hot path and its
-/// key is dynamic.
-fn token_response(name: &str, token: &Token) -> Response {
-    let expires_in = token.remaining(std::time::SystemTime::now()).as_secs();
-    let body = format!(
-        "{{{}:{},\"expires_in\":{expires_in}}}",
-        serde_json::Value::from(name),
-        serde_json::Value::from(token.value.as_str())
+/// `{"NAME": "<token>", "expires_in": N}`, written straight into one buffer: it is the
+/// hot path and its key is dynamic.
+fn token_response(name: &str, token: &Token, now: SystemTime) -> Response {
+    let mut body = Vec::with_capacity(token.value.len() + name.len() + 40);
+    body.push(b'{');
+    write_json_str(&mut body, name);
+    body.push(b':');
+    write_json_str(&mut body, &token.value);
+    body.extend_from_slice(b",\"expires_in\":");
+    body.extend_from_slice(token.remaining(now).as_secs().to_string().as_bytes());
+    body.push(b'}');
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    response
+}
+
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(out, text).expect("writing a str into a Vec cannot fail");
 }
