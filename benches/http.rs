@@ -90,10 +90,10 @@ args = {{ type = "jsapi", access_token = "{{{{access_token}}}}" }}
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                if event["message"] == "serving" {
-                    let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
-                }
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                && event["message"] == "serving"
+            {
+                let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
             }
         }
     });

@@ -13,7 +13,7 @@ use crate::auth::Auth;
 use crate::config::{Backend, Config, StoreConfig};
 use crate::http::{self, AppState};
 use crate::refresh::Refresher;
-use crate::store::{EmbeddedStore, MemoryStore, TokenStore};
+use crate::store::{EmbeddedStore, MemoryStore, RedisStore, TokenStore};
 use crate::upstream::Upstream;
 
 /// A server ready to run.
@@ -34,10 +34,16 @@ impl App {
         let upstream = Upstream::new(config.refresh.upstream_timeout)
             .context("cannot initialise the HTTP client")?;
         let refresher = Arc::new(Refresher::new(&config, store, upstream));
-        let restored = refresher
-            .restore()
-            .await
-            .context("cannot read the token store")?;
+        // A shared store that is down at start-up is not fatal: the sync task reads it
+        // as soon as it answers, and tokens are fetched meanwhile.
+        let restored = match refresher.restore().await {
+            Ok(restored) => restored,
+            Err(error) if refresher.store().is_shared() => {
+                tracing::error!(%error, "cannot read the shared store at start-up; going on without stored tokens");
+                0
+            }
+            Err(error) => return Err(error).context("cannot read the token store"),
+        };
         tracing::info!(
             restored,
             tokens = refresher.credentials().len(),
@@ -75,6 +81,7 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
         let tasks = CancellationToken::new();
+        self.refresher.spawn_sync(&tracker, &tasks);
         self.refresher.spawn_schedulers(&tracker, &tasks);
         tracker.close();
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
@@ -102,8 +109,9 @@ pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn TokenStore>> {
             )
         })?),
         Backend::Memory => Arc::new(MemoryStore::new()),
-        Backend::Redis => {
-            anyhow::bail!("store.backend = \"redis\" is not available in this build yet")
-        }
+        Backend::Redis => Arc::new(
+            RedisStore::open(config.redis_url.expose(), &config.key_prefix)
+                .context("invalid store.redis_url")?,
+        ),
     })
 }

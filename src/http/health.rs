@@ -17,27 +17,37 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Problems that make this instance unable to serve every token.
-fn problems(state: &AppState) -> Vec<String> {
+async fn problems(state: &AppState) -> Vec<String> {
     let now = SystemTime::now();
-    state
-        .refresher
-        .credentials()
-        .iter()
-        .filter(|cred| cred.live_token(now).is_none())
-        .map(|cred| {
-            let mut problem = format!("{}: no token with life left", cred.key);
-            if let Some((error, _)) = cred.status().last_error {
-                let _ = write!(problem, " (last error: {error})");
-            }
-            problem
-        })
-        .collect()
+    let store = state.refresher.store();
+    let mut problems = Vec::new();
+    if let Err(error) = store.ping().await {
+        problems.push(format!(
+            "store ({}) unreachable: {error}; serving the tokens held in memory",
+            store.backend()
+        ));
+    }
+    problems.extend(
+        state
+            .refresher
+            .credentials()
+            .iter()
+            .filter(|cred| cred.live_token(now).is_none())
+            .map(|cred| {
+                let mut problem = format!("{}: no token with life left", cred.key);
+                if let Some((error, _)) = cred.status().last_error {
+                    let _ = write!(problem, " (last error: {error})");
+                }
+                problem
+            }),
+    );
+    problems
 }
 
 /// `GET /readyz`: 200 when every configured token is held with life left, else 503
 /// with the list of what is wrong.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let problems = problems(&state);
+    let problems = problems(&state).await;
     if problems.is_empty() {
         (StatusCode::OK, Json(json!({"ready": true}))).into_response()
     } else {
@@ -66,14 +76,14 @@ pub async fn index(State(state): State<AppState>) -> String {
             None => "not fetched yet".to_owned(),
         };
         let _ = writeln!(out, "{:<32} {state_text}", cred.key.to_string());
-        if status.consecutive_failures > 0 {
-            if let Some((error, _)) = &status.last_error {
-                let _ = writeln!(
-                    out,
-                    "{:<32} failing ({} in a row): {error}",
-                    "", status.consecutive_failures
-                );
-            }
+        if status.consecutive_failures > 0
+            && let Some((error, _)) = &status.last_error
+        {
+            let _ = writeln!(
+                out,
+                "{:<32} failing ({} in a row): {error}",
+                "", status.consecutive_failures
+            );
         }
     }
     out.push_str("\nTokens: GET /wechat/token?type=NAME&secret=...   Health: /healthz /readyz\n");

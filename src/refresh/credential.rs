@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use super::Trigger;
 use super::flight::FlightState;
@@ -102,8 +102,9 @@ pub struct Credential {
     pub(super) completed_flights: AtomicU64,
     /// Highest version seen, so versions keep increasing across restarts.
     version_floor: AtomicU64,
-    /// Wakes the scheduler when the token changed under it.
-    pub(super) changed: Notify,
+    /// The version of the token being served, for tasks that wait for it to change
+    /// (the scheduler, a caller waiting for another instance's refresh).
+    installed: watch::Sender<u64>,
     status: Mutex<Status>,
 }
 
@@ -116,7 +117,7 @@ impl Credential {
             flight: tokio::sync::Mutex::new(FlightState::default()),
             completed_flights: AtomicU64::new(0),
             version_floor: AtomicU64::new(0),
-            changed: Notify::new(),
+            installed: watch::Sender::new(0),
             status: Mutex::new(Status::default()),
         }
     }
@@ -139,9 +140,41 @@ impl Credential {
         self.version_floor
             .fetch_max(token.version, Ordering::SeqCst);
         let token = Arc::new(token);
+        let version = token.version;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
-        self.changed.notify_one();
+        self.installed.send_replace(version);
         token
+    }
+
+    /// A receiver that sees each token installed from now on.
+    pub(super) fn watch_installs(&self) -> watch::Receiver<u64> {
+        self.installed.subscribe()
+    }
+
+    /// Version of the token being served (0 when none).
+    pub fn current_version(&self) -> u64 {
+        self.current().map_or(0, |t| t.version)
+    }
+
+    /// Serves `stored`, written by another instance, if it differs from ours (newer,
+    /// or another value of the same version) and is still alive. Returns whether it was
+    /// installed.
+    pub(super) fn adopt(&self, stored: &StoredToken, now: SystemTime) -> bool {
+        self.bump_version_floor(stored.version);
+        if from_unix_millis(stored.expires_at_ms) <= now {
+            return false;
+        }
+        // Newer, or the same version with another value (two instances refreshed while
+        // the store was unreachable): the store is the cluster's one truth.
+        let newer = self.current().is_none_or(|current| {
+            stored.version > current.version
+                || (stored.version == current.version && stored.value != current.value)
+        });
+        if !newer {
+            return false;
+        }
+        self.install(Token::from_stored(stored, Trigger::Peer));
+        true
     }
 
     /// The version the next fetched token gets.

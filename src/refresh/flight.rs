@@ -10,8 +10,10 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
+use super::lease::Acquired;
 use super::{Credential, Refresher, Token, Trigger};
 use crate::domain::token_prefix;
+use crate::store::SaveOutcome;
 use crate::upstream;
 
 /// Refreshes fail with WeChat's (or the network's) error.
@@ -61,10 +63,10 @@ impl Refresher {
         cred: &Arc<Credential>,
         stale: Option<&str>,
     ) -> Result<(Arc<Token>, Decision), RefreshError> {
-        if let (Some(stale), Some(token)) = (stale, cred.live_token(SystemTime::now())) {
-            if token.value != stale {
-                return Ok((token, Decision::Stale)); // no lock, no call
-            }
+        if let (Some(stale), Some(token)) = (stale, cred.live_token(SystemTime::now()))
+            && token.value != stale
+        {
+            return Ok((token, Decision::Stale)); // no lock, no call
         }
         self.refresh(cred, Trigger::Forced, stale).await
     }
@@ -91,11 +93,26 @@ impl Refresher {
                 _ => {} // it succeeded but did not replace `stale` (or expired): go on
             }
         }
-        if let Some(answer) = self.answer_without_call(&flight, current, trigger, stale, now) {
-            return answer;
-        }
+        let mut current = current;
+        let lease = loop {
+            if let Some(answer) =
+                self.answer_without_call(&flight, current, trigger, stale, SystemTime::now())
+            {
+                return answer;
+            }
+            match self.acquire_lease(cred, trigger, stale).await {
+                // Another instance refreshed meanwhile: decide again with its token.
+                Ok(Acquired::Updated) => current = cred.live_token(SystemTime::now()),
+                Ok(Acquired::Lease(guard)) => break guard,
+                Err(error) => {
+                    cred.record_failure(&error, SystemTime::now());
+                    return Err(error);
+                }
+            }
+        };
 
         let result = self.fetch_and_install(cred, trigger).await;
+        drop(lease);
         let now = SystemTime::now();
         flight.last_attempt = Some(Instant::now());
         cred.completed_flights.fetch_add(1, Ordering::AcqRel);
@@ -124,24 +141,26 @@ impl Refresher {
         now: SystemTime,
     ) -> Option<Result<(Arc<Token>, Decision), RefreshError>> {
         let since_attempt = flight.last_attempt.map(|at| at.elapsed());
-        if let Some(error) = &flight.last_error {
-            if trigger == Trigger::Forced
-                && since_attempt.is_some_and(|d| d < self.settings.min_retry_delay)
-            {
-                // WeChat failed a moment ago: calling again at once would only add load.
-                return Some(Err(error.clone()));
-            }
+        if let Some(error) = &flight.last_error
+            && trigger == Trigger::Forced
+            && since_attempt.is_some_and(|d| d < self.settings.min_retry_delay)
+        {
+            // WeChat failed a moment ago: calling again at once would only add load.
+            return Some(Err(error.clone()));
         }
         let token = current?;
         let decision = match (stale, trigger) {
             (Some(stale), _) => (token.value != stale).then_some(Decision::Stale),
-            (None, Trigger::Forced) => since_attempt
-                .is_some_and(|d| d < self.settings.force_min_interval)
+            // Measured from the token's own refresh, so the limit holds across a cluster.
+            (None, Trigger::Forced) => (now.duration_since(token.refreshed_at).unwrap_or_default()
+                < self.settings.force_min_interval)
                 .then_some(Decision::RateLimited),
             (None, Trigger::Scheduled) => (token.remaining(now)
                 > super::refresh_lead(token.lifetime()))
             .then_some(Decision::Shared),
-            (None, Trigger::Dependency | Trigger::Restored) => Some(Decision::Shared),
+            (None, Trigger::Dependency | Trigger::Restored | Trigger::Peer) => {
+                Some(Decision::Shared)
+            }
         }?;
         Some(Ok((token, decision)))
     }
@@ -207,9 +226,24 @@ impl Refresher {
             version: cred.next_version(),
             trigger,
         };
-        if let Err(error) = self.store.save(&token.to_stored(&cred.key)).await {
-            // Serve it anyway: WeChat has already replaced the old one.
-            tracing::error!(app = %cred.key.app, token = %cred.key.name, backend = self.store.backend(), %error, "cannot store refreshed token");
+        match self.store.save(&token.to_stored(&cred.key)).await {
+            Ok(SaveOutcome::Saved) => {}
+            Ok(SaveOutcome::Outdated) => {
+                // Only possible when our lease expired mid-call: the cluster keeps the
+                // token already stored, so every instance serves the same one.
+                tracing::warn!(app = %cred.key.app, token = %cred.key.name, "a newer token was stored by another instance; adopting it");
+                if let Ok(Some(stored)) = self.store.load(&cred.key).await
+                    && cred.adopt(&stored, SystemTime::now())
+                    && let Some(adopted) = cred.current()
+                {
+                    return Ok(adopted);
+                }
+            }
+            Err(error) => {
+                // Serve it anyway: WeChat has already replaced the old one. With a
+                // shared store, the sync task writes it back once the store answers.
+                tracing::error!(app = %cred.key.app, token = %cred.key.name, backend = self.store.backend(), %error, "cannot store refreshed token");
+            }
         }
         tracing::info!(
             app = %cred.key.app, token = %cred.key.name, trigger = trigger.as_str(),

@@ -5,10 +5,16 @@
 //! - [`credential`]: one token's state (current value, single-flight lock, status).
 //! - [`flight`]: the single-flight refresh path shared by every trigger.
 //! - [`schedule`]: when to refresh next (lead time, backoff) and the per-token task.
+//! - [`lease`]: with a shared store, the cluster-wide lease that lets one instance
+//!   refresh a token at a time.
+//! - [`sync`]: with a shared store, adopting tokens other instances stored, and
+//!   writing ours back when the store lost them.
 
 mod credential;
 mod flight;
+mod lease;
 mod schedule;
+mod sync;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +41,8 @@ pub enum Trigger {
     Dependency,
     /// Loaded from the store at start-up.
     Restored,
+    /// Refreshed by another instance of the cluster and read from the shared store.
+    Peer,
 }
 
 impl Trigger {
@@ -44,6 +52,7 @@ impl Trigger {
             Trigger::Forced => "forced",
             Trigger::Dependency => "dependency",
             Trigger::Restored => "restored",
+            Trigger::Peer => "peer",
         }
     }
 }
@@ -69,6 +78,8 @@ pub struct Refresher {
     store: Arc<dyn TokenStore>,
     upstream: Upstream,
     settings: RefreshConfig,
+    /// Names this instance in cluster leases.
+    instance_id: String,
 }
 
 impl Refresher {
@@ -90,7 +101,13 @@ impl Refresher {
             store,
             upstream,
             settings: config.refresh.clone(),
+            instance_id: lease::instance_id(),
         }
+    }
+
+    /// The store tokens are kept in.
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.store
     }
 
     /// Loads stored tokens that still have life left, so that a restart serves them at

@@ -69,11 +69,13 @@ impl Refresher {
     /// Sleeps until the token is due, refreshes it, repeats. Wakes early when the token
     /// changes under it (a force refresh), and stops on cancellation.
     async fn run_scheduler(&self, cred: Arc<Credential>, cancel: CancellationToken) {
+        let mut installs = cred.watch_installs();
         loop {
+            installs.mark_unchanged();
             let wait = self.next_refresh_in(&cred, SystemTime::now());
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = cred.changed.notified() => continue,
+                _ = installs.changed() => continue,
                 () = tokio::time::sleep(wait) => {}
             }
             // Errors are logged and recorded by `refresh`; the next loop backs off.

@@ -10,10 +10,14 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use super::{Error, StoredToken, TokenStore};
+use super::{Error, SaveOutcome, StoredToken, TokenStore};
+use crate::domain::CredentialKey;
 
 pub struct EmbeddedStore {
     root: PathBuf,
+    /// Serialises read-compare-write of one process's saves. One process per folder:
+    /// an embedded store is not shared (use Redis for that).
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl EmbeddedStore {
@@ -27,7 +31,10 @@ impl EmbeddedStore {
         // Fail now, not at the first refresh, when the folder is not writable.
         let probe = tempfile::NamedTempFile::new_in(&root).map_err(|source| io(&root, source))?;
         drop(probe);
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            writes: tokio::sync::Mutex::new(()),
+        })
     }
 
     fn file_of(&self, app: &str, name: &str) -> PathBuf {
@@ -56,12 +63,25 @@ impl TokenStore for EmbeddedStore {
             .map_err(|e| Error::Task(e.to_string()))?
     }
 
-    async fn save(&self, token: &StoredToken) -> Result<(), Error> {
-        let path = self.file_of(&token.app, &token.name);
-        let token = token.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&path, &token))
+    async fn load(&self, key: &CredentialKey) -> Result<Option<StoredToken>, Error> {
+        let path = self.file_of(&key.app, &key.name);
+        tokio::task::spawn_blocking(move || read_token(&path))
             .await
             .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
+        let _write = self.writes.lock().await;
+        let path = self.file_of(&token.app, &token.name);
+        let token = token.clone();
+        tokio::task::spawn_blocking(move || {
+            if read_token(&path)?.is_some_and(|stored| stored.version >= token.version) {
+                return Ok(SaveOutcome::Outdated);
+            }
+            write_atomically(&path, &token).map(|()| SaveOutcome::Saved)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
     }
 }
 
@@ -89,6 +109,21 @@ fn load_dir(root: &Path) -> Result<Vec<StoredToken>, Error> {
         }
     }
     Ok(tokens)
+}
+
+/// Reads one token file; a missing or unreadable file is no token (logged).
+fn read_token(path: &Path) -> Result<Option<StoredToken>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(token) => Ok(Some(token)),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "ignoring unreadable token file");
+                Ok(None)
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path, e)),
+    }
 }
 
 fn write_atomically(path: &Path, token: &StoredToken) -> Result<(), Error> {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Error, StoredToken, TokenStore};
+use super::{Error, SaveOutcome, StoredToken, TokenStore};
 use crate::domain::CredentialKey;
 
 #[derive(Default)]
@@ -31,9 +31,20 @@ impl TokenStore for MemoryStore {
         Ok(tokens.values().cloned().collect())
     }
 
-    async fn save(&self, token: &StoredToken) -> Result<(), Error> {
+    async fn load(&self, key: &CredentialKey) -> Result<Option<StoredToken>, Error> {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(tokens.get(key).cloned())
+    }
+
+    async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if tokens
+            .get(&token.key())
+            .is_some_and(|t| t.version >= token.version)
+        {
+            return Ok(SaveOutcome::Outdated);
+        }
         tokens.insert(token.key(), token.clone());
-        Ok(())
+        Ok(SaveOutcome::Saved)
     }
 }

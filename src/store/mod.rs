@@ -5,14 +5,16 @@
 
 mod embedded;
 mod memory;
+mod redis;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 use crate::domain::CredentialKey;
 
@@ -56,6 +58,26 @@ impl std::fmt::Debug for StoredToken {
     }
 }
 
+/// What a conditional save did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// The token is stored.
+    Saved,
+    /// The store already holds this version or a newer one (written by another
+    /// instance); nothing was written.
+    Outdated,
+}
+
+/// A change made by another instance sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// This credential was just stored.
+    Changed(CredentialKey),
+    /// Updates may have been missed (the subscription was just made or remade):
+    /// everything should be read again.
+    Resynchronise,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -67,6 +89,10 @@ pub enum Error {
     },
     #[error("store background task failed: {0}")]
     Task(String),
+    #[error("Redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("Redis holds a malformed record at {key}: {message}")]
+    Malformed { key: String, message: String },
 }
 
 /// A place to keep tokens across restarts.
@@ -79,9 +105,54 @@ pub trait TokenStore: Send + Sync + 'static {
     /// file cannot stop the server from starting.
     async fn load_all(&self) -> Result<Vec<StoredToken>, Error>;
 
-    /// Stores `token`, replacing the previous one for its credential atomically.
-    async fn save(&self, token: &StoredToken) -> Result<(), Error>;
-}
+    /// The stored token of one credential.
+    async fn load(&self, key: &CredentialKey) -> Result<Option<StoredToken>, Error>;
 
-#[cfg(test)]
-mod contract;
+    /// Stores `token` atomically, unless the store already holds the same or a newer
+    /// version of that credential: a writer that lost a race (or its lease) can never
+    /// replace a newer token.
+    async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error>;
+
+    /// Is the store shared by several instances? Only then are leases and change
+    /// notifications needed.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Tries to become the one instance allowed to refresh `key` for `ttl`. A store
+    /// used by one instance always grants it.
+    async fn try_lease(
+        &self,
+        _key: &CredentialKey,
+        _holder: &str,
+        _ttl: Duration,
+    ) -> Result<bool, Error> {
+        Ok(true)
+    }
+
+    /// Extends a lease still held by `holder`; false if it was lost.
+    async fn renew_lease(
+        &self,
+        _key: &CredentialKey,
+        _holder: &str,
+        _ttl: Duration,
+    ) -> Result<bool, Error> {
+        Ok(true)
+    }
+
+    /// Gives a lease back early, if `holder` still has it.
+    async fn release_lease(&self, _key: &CredentialKey, _holder: &str) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Checks that the store answers, for readiness.
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// A stream of credentials that another instance has just stored, for stores
+    /// shared by several instances; `None` for the others. Called once.
+    fn watch(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
+        None
+    }
+}

@@ -35,6 +35,10 @@ pub enum Error {
     /// A `{{name}}` argument could not be resolved because that token is unavailable.
     #[error("token {0} it depends on is not available")]
     Dependency(String),
+    /// WeChat was not called: the cluster could not agree who refreshes (shared store
+    /// unreachable while the current token is still good, or another instance busy).
+    #[error("refresh deferred: {0}")]
+    Deferred(String),
 }
 
 impl Error {
@@ -60,6 +64,7 @@ impl Error {
             Error::Transport(_) => "unreachable".into(),
             Error::Malformed(_) => "malformed".into(),
             Error::Dependency(_) => "dependency".into(),
+            Error::Deferred(_) => "deferred".into(),
         }
     }
 

@@ -142,10 +142,10 @@ async fn demo_serves_a_valid_token_with_no_setup() {
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.trim().strip_prefix("access_token:") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(url.trim().to_owned());
-                }
+            if let Some(url) = line.trim().strip_prefix("access_token:")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(url.trim().to_owned());
             }
         }
     });

@@ -35,11 +35,13 @@ where
     );
 }
 
-/// An in-process WeChat simulator on a free loopback port.
+/// An in-process WeChat simulator on a free loopback port. Clones share it; it stops
+/// when the last clone is dropped.
+#[derive(Clone)]
 pub struct TestSim {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
-    shutdown: CancellationToken,
+    _shutdown: Arc<tokio_util::sync::DropGuard>,
 }
 
 impl TestSim {
@@ -51,7 +53,7 @@ impl TestSim {
         Self {
             addr,
             client: reqwest::Client::new(),
-            shutdown,
+            _shutdown: Arc::new(shutdown.drop_guard()),
         }
     }
 
@@ -159,12 +161,6 @@ impl TestSim {
     }
 }
 
-impl Drop for TestSim {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
 /// The seed-style config of the tests: access_token and the jsapi ticket of the demo
 /// app on `sim`, plus `extra` TOML appended to the `[refresh]` table.
 pub fn seed_config(sim: SocketAddr, store: &str, refresh_extra: &str) -> String {
@@ -248,6 +244,12 @@ impl TestApp {
 
     /// Like `spawn_with`, without waiting for readiness.
     pub async fn start(sim: TestSim, text: &str) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("wechat_token_server=debug")
+                .with_test_writer()
+                .try_init();
+        }
         let text = text.replace(SIM_PLACEHOLDER, &sim.addr.to_string());
         let config = Config::parse(&text, &|_| None).expect("test config is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -2,10 +2,13 @@
 
 mod helpers;
 mod process;
+mod redis_server;
 
 mod cli;
+mod cluster;
 mod force_refresh;
 mod legacy_api;
 mod refresh;
 mod restart;
 mod simulator;
+mod store_contract;

@@ -41,12 +41,11 @@ impl Server {
         std::thread::spawn(move || {
             let mut addr_tx = Some(addr_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if event["message"] == "serving" {
-                        if let (Some(tx), Some(addr)) = (addr_tx.take(), event["addr"].as_str()) {
-                            let _ = tx.send(addr.to_owned());
-                        }
-                    }
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "serving"
+                    && let (Some(tx), Some(addr)) = (addr_tx.take(), event["addr"].as_str())
+                {
+                    let _ = tx.send(addr.to_owned());
                 }
                 let mut logs = sink.lock().unwrap();
                 logs.push_str(&line);

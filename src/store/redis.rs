@@ -1,0 +1,393 @@
+//! `backend = "redis"`: tokens in Redis, shared by a cluster of instances.
+//!
+//! Layout (with `P` = `store.key_prefix`, default ""):
+//! - `P{name}` for the `default` app, `P{app}:{name}` for others: the token value as a
+//!   plain string with a TTL equal to its remaining life. This is the Python original's
+//!   layout, so programs that read Redis directly keep working.
+//! - `Pwts:meta:{app}:{name}`: a hash `value`, `expires_at_ms`, `refreshed_at_ms`,
+//!   `version`: what instances load and compare. No TTL: the version must survive.
+//! - `Pwts:lease:{app}:{name}`: the id of the one instance refreshing that token now,
+//!   with a short TTL that the holder renews while its call to WeChat is under way.
+//! - channel `Pwts:updates`: `{app}:{name}` published after each save.
+//!
+//! Every save is a Lua script that compares versions, so a writer that lost its lease
+//! (or a race) can never replace a newer token.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use tokio::sync::mpsc;
+
+use super::{Error, SaveOutcome, StoreEvent, StoredToken, TokenStore};
+use crate::config::DEFAULT_APP;
+use crate::domain::CredentialKey;
+
+/// Redis calls fail after this, so that a dead Redis never stalls a refresh for long;
+/// tokens keep being served from memory meanwhile.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest wait between attempts to resubscribe to the update channel.
+const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(5);
+
+const SAVE_SCRIPT: &str = r"
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if current >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'value', ARGV[2], 'expires_at_ms', ARGV[3], 'refreshed_at_ms', ARGV[4], 'version', ARGV[1])
+if tonumber(ARGV[5]) > 0 then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[5])
+end
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 1
+";
+
+const RENEW_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    save: Script,
+    renew: Script,
+    release: Script,
+    watching: AtomicBool,
+}
+
+impl RedisStore {
+    /// Prepares a connection to `url`; the connection itself is made on first use and
+    /// remade after failures, so a Redis that is down at start-up is not fatal.
+    ///
+    /// # Errors
+    /// When the URL is not a valid Redis URL.
+    pub fn open(url: &str, prefix: &str) -> Result<Self, Error> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(100))
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+            save: Script::new(SAVE_SCRIPT),
+            renew: Script::new(RENEW_SCRIPT),
+            release: Script::new(RELEASE_SCRIPT),
+            watching: AtomicBool::new(false),
+        })
+    }
+
+    /// The plain, seed-compatible key of a token.
+    pub fn plain_key(&self, key: &CredentialKey) -> String {
+        if key.app == DEFAULT_APP {
+            format!("{}{}", self.prefix, key.name)
+        } else {
+            format!("{}{}:{}", self.prefix, key.app, key.name)
+        }
+    }
+
+    fn meta_prefix(&self) -> String {
+        format!("{}wts:meta:", self.prefix)
+    }
+
+    fn meta_key(&self, key: &CredentialKey) -> String {
+        format!("{}{}:{}", self.meta_prefix(), key.app, key.name)
+    }
+
+    fn lease_key(&self, key: &CredentialKey) -> String {
+        format!("{}wts:lease:{}:{}", self.prefix, key.app, key.name)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}wts:updates", self.prefix)
+    }
+
+    fn parse_record(
+        &self,
+        meta_key: &str,
+        fields: &std::collections::HashMap<String, String>,
+    ) -> Result<StoredToken, Error> {
+        let malformed = |message: &str| Error::Malformed {
+            key: meta_key.to_owned(),
+            message: message.to_owned(),
+        };
+        let (app, name) = meta_key
+            .strip_prefix(&self.meta_prefix())
+            .and_then(|rest| rest.split_once(':'))
+            .ok_or_else(|| malformed("key is not wts:meta:{app}:{name}"))?;
+        let number = |field: &str| -> Result<u64, Error> {
+            fields
+                .get(field)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| malformed(&format!("field {field} is missing or not a number")))
+        };
+        Ok(StoredToken {
+            app: app.to_owned(),
+            name: name.to_owned(),
+            value: fields
+                .get("value")
+                .cloned()
+                .ok_or_else(|| malformed("field value is missing"))?,
+            expires_at_ms: number("expires_at_ms")?,
+            refreshed_at_ms: number("refreshed_at_ms")?,
+            version: number("version")?,
+        })
+    }
+}
+
+/// Escapes Redis glob characters so that a key prefix matches only itself.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[async_trait]
+impl TokenStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn load_all(&self) -> Result<Vec<StoredToken>, Error> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}*", glob_escape(&self.meta_prefix()));
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(200)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut tokens = Vec::with_capacity(keys.len());
+        for key in keys {
+            let fields: std::collections::HashMap<String, String> = conn.hgetall(&key).await?;
+            if fields.is_empty() {
+                continue; // deleted between SCAN and HGETALL
+            }
+            match self.parse_record(&key, &fields) {
+                Ok(token) => tokens.push(token),
+                Err(e) => tracing::warn!(error = %e, "skipping malformed token record"),
+            }
+        }
+        Ok(tokens)
+    }
+
+    async fn load(&self, key: &CredentialKey) -> Result<Option<StoredToken>, Error> {
+        let mut conn = self.conn.clone();
+        let meta_key = self.meta_key(key);
+        let fields: std::collections::HashMap<String, String> = conn.hgetall(&meta_key).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        self.parse_record(&meta_key, &fields).map(Some)
+    }
+
+    async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
+        let mut conn = self.conn.clone();
+        let key = token.key();
+        let now_ms = crate::domain::unix_millis(std::time::SystemTime::now());
+        let ttl_ms = token.expires_at_ms.saturating_sub(now_ms);
+        let saved: i64 = self
+            .save
+            .key(self.meta_key(&key))
+            .key(self.plain_key(&key))
+            .arg(token.version)
+            .arg(&token.value)
+            .arg(token.expires_at_ms)
+            .arg(token.refreshed_at_ms)
+            .arg(ttl_ms)
+            .arg(self.channel())
+            .arg(format!("{}:{}", key.app, key.name))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(if saved == 1 {
+            SaveOutcome::Saved
+        } else {
+            SaveOutcome::Outdated
+        })
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn try_lease(
+        &self,
+        key: &CredentialKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.lease_key(key))
+            .arg(holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn renew_lease(
+        &self,
+        key: &CredentialKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let renewed: i64 = self
+            .renew
+            .key(self.lease_key(key))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_lease(&self, key: &CredentialKey, holder: &str) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .release
+            .key(self.lease_key(key))
+            .arg(holder)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    fn watch(&self) -> Option<mpsc::Receiver<StoreEvent>> {
+        if self.watching.swap(true, Ordering::SeqCst) {
+            return None; // one watcher per store
+        }
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(subscribe_loop(self.client.clone(), self.channel(), tx));
+        Some(rx)
+    }
+}
+
+/// Keeps a subscription to the update channel, resubscribing with backoff after any
+/// loss, and forwards each update. Ends when the receiver is dropped.
+async fn subscribe_loop(client: redis::Client, channel: String, tx: mpsc::Sender<StoreEvent>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            tracing::info!(%channel, "subscribed to token updates");
+            delay = Duration::from_millis(100);
+            // Updates published while we were not listening are caught up by a full read.
+            if tx.send(StoreEvent::Resynchronise).await.is_err() {
+                return Ok(());
+            }
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let payload: String = message.get_payload().unwrap_or_default();
+                if let Some((app, name)) = payload.split_once(':')
+                    && tx
+                        .send(StoreEvent::Changed(CredentialKey::new(app, name)))
+                        .await
+                        .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            Err::<(), redis::RedisError>(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "subscription closed",
+            )))
+        };
+        tokio::select! {
+            () = tx.closed() => return,
+            result = session => {
+                if tx.is_closed() {
+                    return;
+                }
+                if let Err(error) = result {
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "lost the Redis update subscription");
+                }
+            }
+        }
+        tokio::select! {
+            () = tx.closed() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(MAX_RESUBSCRIBE_DELAY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_matched_literally() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[tokio::test]
+    async fn keys_follow_the_seed_layout() {
+        let store = RedisStore::open("redis://127.0.0.1:1/0", "").unwrap();
+        assert_eq!(
+            store.plain_key(&CredentialKey::new("default", "access_token")),
+            "access_token"
+        );
+        assert_eq!(
+            store.plain_key(&CredentialKey::new("shop", "jsapi_ticket")),
+            "shop:jsapi_ticket"
+        );
+        let store = RedisStore::open("redis://127.0.0.1:1/0", "wx:").unwrap();
+        assert_eq!(
+            store.plain_key(&CredentialKey::new("default", "ticket")),
+            "wx:ticket"
+        );
+        assert_eq!(
+            store.meta_key(&CredentialKey::new("shop", "a")),
+            "wx:wts:meta:shop:a"
+        );
+    }
+
+    #[test]
+    fn an_invalid_url_is_refused() {
+        assert!(RedisStore::open("http://nope", "").is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! One behaviour suite that every store backend passes: memory, embedded, redis.
+
+use std::time::Duration;
+
+use wechat_token_server::domain::CredentialKey;
+use wechat_token_server::store::{
+    EmbeddedStore, MemoryStore, RedisStore, SaveOutcome, StoredToken, TokenStore,
+};
+
+use crate::redis_server::RedisServer;
+
+fn token(app: &str, name: &str, value: &str, version: u64) -> StoredToken {
+    let now = wechat_token_server::domain::unix_millis(std::time::SystemTime::now());
+    StoredToken {
+        app: app.into(),
+        name: name.into(),
+        value: value.into(),
+        expires_at_ms: now + 3_600_000,
+        refreshed_at_ms: now,
+        version,
+    }
+}
+
+async fn store_contract(store: &dyn TokenStore) {
+    assert!(store.load_all().await.unwrap().is_empty());
+    let key = CredentialKey::new("default", "access_token");
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    for t in [
+        token("default", "access_token", "A1", 1),
+        token("default", "ticket", "T1", 1),
+        token("shop", "access_token", "S1", 1),
+    ] {
+        assert_eq!(store.save(&t).await.unwrap(), SaveOutcome::Saved);
+    }
+    assert_eq!(
+        store
+            .save(&token("default", "access_token", "A2", 2))
+            .await
+            .unwrap(),
+        SaveOutcome::Saved
+    );
+    // An older or equal version never replaces what is stored.
+    assert_eq!(
+        store
+            .save(&token("default", "access_token", "OLD", 1))
+            .await
+            .unwrap(),
+        SaveOutcome::Outdated
+    );
+    assert_eq!(
+        store
+            .save(&token("default", "access_token", "SAME", 2))
+            .await
+            .unwrap(),
+        SaveOutcome::Outdated
+    );
+    assert_eq!(store.load(&key).await.unwrap().unwrap().value, "A2");
+
+    let mut all = store.load_all().await.unwrap();
+    all.sort_by_key(StoredToken::key);
+    let values: Vec<_> = all
+        .iter()
+        .map(|t| (t.app.as_str(), t.name.as_str(), t.value.as_str(), t.version))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("default", "access_token", "A2", 2),
+            ("default", "ticket", "T1", 1),
+            ("shop", "access_token", "S1", 1)
+        ]
+    );
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_store_passes_the_contract() {
+    store_contract(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn embedded_store_passes_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    store_contract(&EmbeddedStore::open(dir.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn redis_store_passes_the_contract() {
+    let redis = RedisServer::start().await;
+    store_contract(&RedisStore::open(&redis.url(), "").unwrap()).await;
+    // A prefix keeps two deployments apart on one Redis.
+    store_contract(&RedisStore::open(&redis.url(), "other:").unwrap()).await;
+}
+
+#[tokio::test]
+async fn embedded_store_survives_reopening_and_skips_corrupt_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let saved = token("default", "access_token", "A1", 1);
+    store.save(&saved).await.unwrap();
+    std::fs::write(dir.path().join("tokens/default/ticket.json"), b"{\"torn").unwrap();
+    std::fs::write(dir.path().join("tokens/default/.tmpXYZ"), b"partial").unwrap();
+    drop(store);
+    let reopened = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.load_all().await.unwrap(), [saved]);
+    // A torn file does not block the next save.
+    reopened
+        .save(&token("default", "ticket", "T1", 1))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn embedded_store_refuses_a_folder_it_cannot_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = EmbeddedStore::open(&file)
+        .err()
+        .expect("a file is not a folder");
+    assert!(err.to_string().contains("plain-file"), "{err}");
+}
+
+#[tokio::test]
+async fn redis_leases_admit_one_holder_and_expire() {
+    let redis = RedisServer::start().await;
+    let store = RedisStore::open(&redis.url(), "").unwrap();
+    let key = CredentialKey::new("default", "access_token");
+    let ttl = Duration::from_millis(300);
+    assert!(store.try_lease(&key, "a", ttl).await.unwrap());
+    assert!(!store.try_lease(&key, "b", ttl).await.unwrap());
+    assert!(store.renew_lease(&key, "a", ttl).await.unwrap());
+    assert!(!store.renew_lease(&key, "b", ttl).await.unwrap());
+    store.release_lease(&key, "b").await.unwrap(); // not b's: no effect
+    assert!(!store.try_lease(&key, "b", ttl).await.unwrap());
+    store.release_lease(&key, "a").await.unwrap();
+    assert!(store.try_lease(&key, "b", ttl).await.unwrap());
+    // b dies without releasing: the lease expires by itself.
+    crate::helpers::wait_until("the lease expires", Duration::from_secs(5), || async {
+        store.try_lease(&key, "c", ttl).await.unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_redis_that_is_down_gives_errors_not_panics() {
+    let mut redis = RedisServer::start().await;
+    let store = RedisStore::open(&redis.url(), "").unwrap();
+    redis.kill();
+    assert!(store.ping().await.is_err());
+    assert!(store.load_all().await.is_err());
+    assert!(
+        store
+            .save(&token("default", "access_token", "A", 1))
+            .await
+            .is_err()
+    );
+    redis.restart_empty().await;
+    crate::helpers::wait_until("the store reconnects", Duration::from_secs(10), || async {
+        store.ping().await.is_ok()
+    })
+    .await;
+    assert_eq!(
+        store
+            .save(&token("default", "access_token", "A", 1))
+            .await
+            .unwrap(),
+        SaveOutcome::Saved
+    );
+}
