@@ -6,6 +6,7 @@ mod redis_server;
 
 mod cli;
 mod cluster;
+mod cluster_processes;
 mod force_refresh;
 mod legacy_api;
 mod refresh;
