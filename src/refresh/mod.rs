@@ -5,10 +5,12 @@
 //! - [`credential`]: one token's state (current value, single-flight lock, status).
 //! - [`flight`]: the single-flight refresh path shared by every trigger.
 //! - [`schedule`]: when to refresh next (lead time, backoff) and the per-token task.
+//! - [`stable`]: when a force refresh may use stable_token's forced mode.
 
 mod credential;
 mod flight;
 mod schedule;
+mod stable;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use std::time::SystemTime;
 pub use credential::{Credential, Status, Token};
 pub use flight::{Decision, RefreshError};
 pub use schedule::{backoff, refresh_lead};
+pub use stable::{FORCED_PER_DAY, FORCED_SPACING};
 
 use crate::config::{Config, RefreshConfig};
 use crate::domain::from_unix_millis;
