@@ -6,13 +6,18 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::caller::{Denied, Peer, identify, permit};
 use super::error::ApiError;
-use crate::auth::presented_secret;
+use crate::auth::{Action, presented_secret};
 use crate::refresh::{Credential, LookupError, Token};
 
 /// Longest query string accepted. Real queries are a few hundred bytes (a 512-byte
 /// `stale` token at most); anything longer is hostile or broken.
 const MAX_QUERY_LEN: usize = 4096;
+
+/// Route names in refusal logs.
+const ROUTE_TOKEN: &str = "/wechat/token";
+const ROUTE_FORCE: &str = "/wechat/token/forcerefresh";
 
 /// The parameters of a seed request, each given at most once.
 #[derive(Default)]
@@ -51,17 +56,40 @@ impl Params {
     }
 }
 
-/// Authenticates, then finds the credential the request names.
+/// The seed's answers to a denied request: 401 `invalid request` as in the original,
+/// and 403 `forbidden` for a client key outside its scope.
+fn denied(denied: Denied) -> ApiError {
+    match denied {
+        Denied::Unauthenticated => ApiError::invalid_request(),
+        Denied::Refused(refusal) => ApiError::forbidden(refusal.to_string()),
+    }
+}
+
+/// The token a seed request means by `name`: `ticket` is the jsapi ticket of apps
+/// that have no token called `ticket` (presets name it `jsapi_ticket`).
+fn canonical_name<'a>(state: &AppState, app: &str, name: &'a str) -> &'a str {
+    let refresher = &state.refresher;
+    if name == "ticket"
+        && refresher.credential(app, name).is_none()
+        && refresher.credential(app, "jsapi_ticket").is_some()
+    {
+        "jsapi_ticket"
+    } else {
+        name
+    }
+}
+
+/// Authenticates, checks the caller's scope, then finds the credential the request
+/// names.
 fn resolve<'a>(
     state: &'a AppState,
-    headers: &HeaderMap,
+    route: &'static str,
+    action: Action,
+    (headers, peer): (&HeaderMap, Peer),
     params: &Params,
 ) -> Result<&'a std::sync::Arc<Credential>, ApiError> {
-    let secret = presented_secret(headers, params.secret.as_deref())
-        .ok_or_else(ApiError::invalid_request)?;
-    if !state.auth.is_request_secret(secret) {
-        return Err(ApiError::invalid_request());
-    }
+    let secret = presented_secret(headers, params.secret.as_deref());
+    let caller = identify(&state.auth, route, secret, peer).map_err(denied)?;
     let app = match (&params.app, &state.default_app) {
         (Some(app), _) => app.as_str(),
         (None, Some(default)) => default,
@@ -73,6 +101,9 @@ fn resolve<'a>(
     let name = params.kind.as_deref().ok_or_else(|| {
         ApiError::not_found().with_message("missing type= (the token name, e.g. access_token)")
     })?;
+    let name = canonical_name(state, app, name);
+    // Scope before existence, so that a client learns nothing outside its scope.
+    permit(&caller, route, app, name, action).map_err(denied)?;
     state
         .refresher
         .credential(app, name)
@@ -82,13 +113,14 @@ fn resolve<'a>(
 /// `GET /wechat/token`: the current token from memory.
 pub async fn get_token(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let result = Params::parse(query.as_deref()).and_then(|params| {
-        let cred = resolve(&state, &headers, &params)?;
+        let cred = resolve(&state, ROUTE_TOKEN, Action::Read, (&headers, peer), &params)?;
         match state.refresher.serve(&cred.key.app, &cred.key.name) {
-            Ok(token) => Ok(token_response(&cred.key.name, &token)),
+            Ok(token) => Ok(token_response(reply_name(&params, cred), &token)),
             Err(LookupError::Unknown) => Err(ApiError::not_found()),
             Err(LookupError::NotReady) => Err(ApiError::not_ready(&cred.key.app, &cred.key.name)),
         }
@@ -100,6 +132,7 @@ pub async fn get_token(
 /// call however many clients ask at once.
 pub async fn force_refresh(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -107,7 +140,13 @@ pub async fn force_refresh(
         Ok(params) => params,
         Err(e) => return e.into_response(),
     };
-    let cred = match resolve(&state, &headers, &params) {
+    let cred = match resolve(
+        &state,
+        ROUTE_FORCE,
+        Action::Refresh,
+        (&headers, peer),
+        &params,
+    ) {
         Ok(cred) => cred.clone(),
         Err(e) => return e.into_response(),
     };
@@ -118,10 +157,15 @@ pub async fn force_refresh(
     {
         Ok((token, decision)) => {
             tracing::debug!(app = %cred.key.app, token = %cred.key.name, decision = decision.as_str(), "force refresh");
-            token_response(&cred.key.name, &token)
+            token_response(reply_name(&params, &cred), &token)
         }
         Err(error) => ApiError::upstream(&error).into_response(),
     }
+}
+
+/// The key of the reply: the name the client asked for (`ticket` stays `ticket`).
+fn reply_name<'a>(params: &'a Params, cred: &'a Credential) -> &'a str {
+    params.kind.as_deref().unwrap_or(&cred.key.name)
 }
 
 /// `{"NAME": "<token>", "expires_in": N}`, built by hand: it is the hot path and its
