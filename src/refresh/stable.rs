@@ -26,8 +26,10 @@ pub const FORCED_PER_DAY: u32 = 20;
 /// Minimum spacing WeChat requires between two forced calls of one app.
 pub const FORCED_SPACING: Duration = Duration::from_secs(30);
 /// A probe that found a token accepted answers later reports about the same token for
-/// this long, so that a storm of mistaken reports costs one probe, not one each.
-pub const PROBE_REUSE: Duration = Duration::from_secs(10);
+/// this long, so that a storm of mistaken reports costs one probe, not one each. Short,
+/// because a token WeChat accepts now may be rejected a moment later (another party's
+/// forced call), and a client told "still valid" must not wait long to be believed.
+pub const PROBE_REUSE: Duration = Duration::from_secs(2);
 
 /// WeChat's day (midnight in China, UTC+8) of `time`, which is when its counters reset.
 fn wechat_day(time: SystemTime) -> u64 {
