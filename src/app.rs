@@ -49,10 +49,9 @@ impl App {
             tokens = refresher.credentials().len(),
             "token store loaded"
         );
-        let state = AppState::new(
-            refresher.clone(),
-            Auth::new(config.server.request_secret.clone()),
-        );
+        let auth =
+            Auth::new(config.server.request_secret.clone()).with_clients(config.clients.clone());
+        let state = AppState::new(refresher.clone(), auth).with_presets(&config.apps);
         Ok(Self {
             listener,
             refresher,
@@ -85,7 +84,11 @@ impl App {
         self.refresher.spawn_schedulers(&tracker, &tasks);
         tracker.close();
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
-        let served = axum::serve(self.listener, self.router)
+        // With the peer's address, which client `networks` are checked against.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         // Refreshes under way finish (and are stored) before we return.

@@ -1,29 +1,151 @@
-//! Who may read and refresh tokens. For now the seed's single `request_secret`;
-//! compared in constant time so response timing reveals nothing about it.
+//! Who may read and refresh tokens: the seed's `request_secret` (everything) and the
+//! `[clients.NAME]` keys (their scope, from their networks).
+//!
+//! Presented secrets are hashed with SHA-256 and the digests compared in constant time,
+//! so response timing reveals nothing about a key, not even its length, and client keys
+//! need not be kept in memory at all (`key_sha256`).
+
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use subtle::ConstantTimeEq;
 
+use crate::config::{ClientConfig, sha256};
 use crate::domain::Secret;
 
 /// Checks presented secrets.
 pub struct Auth {
-    request_secret: Secret,
+    request_secret: [u8; 32],
+    clients: Vec<Arc<ClientConfig>>,
+}
+
+/// Who a request comes from, once its secret is recognised.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The request secret: may read and refresh everything, from anywhere.
+    Admin,
+    /// A `[clients.NAME]` key.
+    Client(Arc<ClientConfig>),
+}
+
+/// What a caller wants to do with a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Refresh,
+}
+
+/// Why a recognised caller is refused (a 403). Shown in logs and error messages; it
+/// names the rule, never the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the request comes from a network the client may not use")]
+    Network,
+    #[error("the client may not use this app")]
+    App,
+    #[error("the client may not use this token")]
+    Token,
+    #[error("the client may read but not refresh tokens")]
+    Refresh,
 }
 
 impl Auth {
+    /// Only the request secret; see [`with_clients`](Self::with_clients).
     pub fn new(request_secret: Secret) -> Self {
-        Self { request_secret }
+        Self {
+            request_secret: sha256(request_secret.expose()),
+            clients: Vec::new(),
+        }
     }
 
-    /// Is `presented` the request secret? Constant-time in the secret's content.
+    /// Adds the `[clients.NAME]` keys.
+    pub fn with_clients(mut self, clients: impl IntoIterator<Item = ClientConfig>) -> Self {
+        self.clients = clients.into_iter().map(Arc::new).collect();
+        self
+    }
+
+    /// Is `presented` the request secret? Constant-time.
     pub fn is_request_secret(&self, presented: &str) -> bool {
-        bool::from(
-            presented
-                .as_bytes()
-                .ct_eq(self.request_secret.expose().as_bytes()),
-        )
+        bool::from(sha256(presented).ct_eq(&self.request_secret))
+    }
+
+    /// The caller whose secret or key `presented` is, if any. Every digest is compared,
+    /// each in constant time.
+    pub fn authenticate(&self, presented: &str) -> Option<Caller> {
+        let digest = sha256(presented);
+        let mut found = None;
+        for client in &self.clients {
+            if bool::from(client.key_sha256.ct_eq(&digest)) {
+                found = Some(Caller::Client(client.clone()));
+            }
+        }
+        if bool::from(digest.ct_eq(&self.request_secret)) {
+            found = Some(Caller::Admin);
+        }
+        found
+    }
+}
+
+impl Caller {
+    /// A name for logs: the client's table name, or `request_secret`.
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Admin => "request_secret",
+            Caller::Client(client) => &client.name,
+        }
+    }
+
+    /// May the caller call from `peer`? An unknown peer passes only without a
+    /// network restriction.
+    ///
+    /// # Errors
+    /// [`Refusal::Network`].
+    pub fn check_network(&self, peer: Option<IpAddr>) -> Result<(), Refusal> {
+        let Caller::Client(client) = self else {
+            return Ok(());
+        };
+        let Some(networks) = &client.networks else {
+            return Ok(());
+        };
+        // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let peer = peer.map(|ip| match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        });
+        match peer {
+            Some(ip) if networks.iter().any(|net| net.contains(&ip)) => Ok(()),
+            _ => Err(Refusal::Network),
+        }
+    }
+
+    /// May the caller see anything of `app`?
+    pub fn may_use_app(&self, app: &str) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Client(client) => client.apps.allows(app),
+        }
+    }
+
+    /// May the caller do `action` on token `name` of `app`?
+    ///
+    /// # Errors
+    /// The first rule that refuses.
+    pub fn check(&self, app: &str, name: &str, action: Action) -> Result<(), Refusal> {
+        let Caller::Client(client) = self else {
+            return Ok(());
+        };
+        if !client.apps.allows(app) {
+            return Err(Refusal::App);
+        }
+        if !client.tokens.allows(name) {
+            return Err(Refusal::Token);
+        }
+        if action == Action::Refresh && !client.refresh {
+            return Err(Refusal::Refresh);
+        }
+        Ok(())
     }
 }
 
@@ -48,6 +170,7 @@ fn bearer(header: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Scope;
 
     #[test]
     fn only_the_exact_secret_is_accepted() {
@@ -56,6 +179,54 @@ mod tests {
         for wrong in ["", "abc", "abc1234", "ABC123", "abc12"] {
             assert!(!auth.is_request_secret(wrong), "{wrong}");
         }
+    }
+
+    fn client(name: &str, key: &str, networks: Option<&str>) -> ClientConfig {
+        ClientConfig {
+            name: name.into(),
+            key_sha256: sha256(key),
+            apps: Scope::Only(vec!["shop".into()]),
+            tokens: Scope::Only(vec!["access_token".into()]),
+            refresh: false,
+            networks: networks.map(|n| vec![n.parse().unwrap()]),
+        }
+    }
+
+    #[test]
+    fn keys_identify_their_client_and_the_secret_is_admin() {
+        let auth = Auth::new(Secret::new("abc123")).with_clients([
+            client("a", "key-a-0123456789", None),
+            client("b", "key-b-0123456789", None),
+        ]);
+        assert!(matches!(auth.authenticate("abc123"), Some(Caller::Admin)));
+        assert_eq!(auth.authenticate("key-b-0123456789").unwrap().name(), "b");
+        assert!(auth.authenticate("key-b-012345678").is_none());
+        assert!(auth.authenticate("").is_none());
+    }
+
+    #[test]
+    fn scope_and_networks_are_enforced_for_clients_only() {
+        let c = Caller::Client(Arc::new(client("a", "k", Some("10.0.0.0/8"))));
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let inside: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(c.check_network(Some(local)), Err(Refusal::Network));
+        assert_eq!(c.check_network(None), Err(Refusal::Network));
+        assert_eq!(c.check_network(Some(inside)), Ok(()));
+        assert_eq!(c.check("shop", "access_token", Action::Read), Ok(()));
+        assert_eq!(
+            c.check("shop", "access_token", Action::Refresh),
+            Err(Refusal::Refresh)
+        );
+        assert_eq!(
+            c.check("shop", "jsapi_ticket", Action::Read),
+            Err(Refusal::Token)
+        );
+        assert_eq!(
+            c.check("office", "access_token", Action::Read),
+            Err(Refusal::App)
+        );
+        assert_eq!(Caller::Admin.check_network(Some(local)), Ok(()));
+        assert_eq!(Caller::Admin.check("x", "y", Action::Refresh), Ok(()));
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! - [`upstream`]: the WeChat HTTP client and `{{name}}` templates.
 //! - [`store`]: the `TokenStore` trait with embedded (files) and memory backends.
 //! - [`refresh`]: in-memory tokens, the per-token scheduler, single-flight refresh.
-//! - [`auth`]: request secret checks.
-//! - [`http`]: the router, the seed routes, health, error responses.
+//! - [`auth`]: the request secret and client keys, scopes and networks.
+//! - [`http`]: the router, the seed routes, the JSON API `/v1`, health, error responses.
+//! - [`jssdk`]: JS-SDK signatures.
 //! - [`app`]: wiring of all the above; [`demo`]: the one-command demo.
 //! - [`simulator`]: an offline WeChat token API with WeChat's rules and fault injection.
 //! - [`telemetry`], [`shutdown`]: logging and signals.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod jssdk;
 pub mod refresh;
 pub mod shutdown;
 pub mod simulator;

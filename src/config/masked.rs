@@ -2,7 +2,7 @@
 
 use toml::{Table, Value};
 
-use super::{Config, SourceConfig};
+use super::{Config, Scope, SourceConfig};
 
 const MASK: &str = "***";
 
@@ -61,10 +61,37 @@ pub fn render(config: &Config) -> String {
             sources.insert(source.name.clone(), source_table(source).into());
         }
         let mut app_table = Table::new();
+        if let Some(preset) = &app.preset {
+            app_table.insert("platform".into(), preset.platform.as_str().into());
+            app_table.insert("id".into(), preset.id.clone().into());
+            if let Some(agentid) = preset.agentid {
+                app_table.insert("agentid".into(), agentid.to_string().into());
+            }
+        }
         app_table.insert("sources".into(), sources.into());
         apps.insert(app.name.clone(), app_table.into());
     }
     root.insert("apps".into(), apps.into());
+
+    let mut clients = Table::new();
+    for client in &config.clients {
+        let mut t = Table::new();
+        t.insert("key_sha256".into(), MASK.into());
+        t.insert("apps".into(), scope(&client.apps));
+        t.insert("tokens".into(), scope(&client.tokens));
+        t.insert("refresh".into(), client.refresh.into());
+        if let Some(networks) = &client.networks {
+            let list: Vec<Value> = networks
+                .iter()
+                .map(|n| Value::from(n.to_string()))
+                .collect();
+            t.insert("networks".into(), list.into());
+        }
+        clients.insert(client.name.clone(), t.into());
+    }
+    if !clients.is_empty() {
+        root.insert("clients".into(), clients.into());
+    }
     toml::to_string_pretty(&root).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
 }
 
@@ -85,6 +112,12 @@ fn source_table(source: &SourceConfig) -> Table {
     if let Some(body) = &source.body {
         t.insert("body".into(), Value::String(masked_body(body).to_string()));
     }
+    if let Some(forced) = &source.forced {
+        t.insert(
+            "forced_body".into(),
+            Value::String(masked_body(&forced.body).to_string()),
+        );
+    }
     t.insert("token_field".into(), source.token_field.clone().into());
     t.insert("expires_field".into(), source.expires_field.clone().into());
     if !source.deps.is_empty() {
@@ -92,6 +125,17 @@ fn source_table(source: &SourceConfig) -> Table {
         t.insert("depends_on".into(), deps.into());
     }
     t
+}
+
+fn scope(scope: &Scope) -> Value {
+    match scope {
+        Scope::All => "*".into(),
+        Scope::Only(names) => names
+            .iter()
+            .map(|n| Value::from(n.clone()))
+            .collect::<Vec<_>>()
+            .into(),
+    }
 }
 
 /// A secret-looking argument is masked unless it is only a `{{reference}}`, which is

@@ -1,8 +1,10 @@
 //! Configuration: TOML with `${VAR}` expansion, unknown keys rejected, every value
 //! checked and turned into a typed [`Config`] whose errors name the offending key.
 
+mod clients;
 mod env;
 mod masked;
+mod presets;
 mod raw;
 mod sources;
 
@@ -10,8 +12,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use clients::{ClientConfig, Scope, sha256};
+pub use presets::{MP_API_BASE, Platform, Preset, WECOM_API_BASE};
 pub use raw::{Backend, Method};
-pub use sources::{AppConfig, SourceConfig};
+pub use sources::{AppConfig, ForcedMode, SourceConfig};
 
 use crate::domain::Secret;
 
@@ -50,8 +54,11 @@ pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub refresh: RefreshConfig,
-    /// Every app with its sources in dependency order.
+    /// Every app with its sources in dependency order: `default` (from `[sources]`)
+    /// first, then `[apps.NAME]` by name.
     pub apps: Vec<AppConfig>,
+    /// `[clients.NAME]`, by name.
+    pub clients: Vec<ClientConfig>,
 }
 
 /// `[server]`.
@@ -113,13 +120,7 @@ impl Config {
             toml::from_str(text).map_err(|e| Error::Syntax(e.to_string()))?;
         env::expand_table(&mut table, "", lookup)?;
         let raw: raw::RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-                let key = e.path().to_string();
-                Error::invalid(
-                    if key == "." { "config".to_owned() } else { key },
-                    e.inner().message(),
-                )
-            })?;
+            .map_err(|e| serde_error("", e))?;
         Self::from_raw(raw)
     }
 
@@ -161,12 +162,22 @@ impl Config {
         if !raw.sources.is_empty() {
             apps.push(sources::generic_app(DEFAULT_APP, raw.sources)?);
         }
+        for (name, table) in raw.apps {
+            if name == DEFAULT_APP && !apps.is_empty() {
+                return Err(Error::invalid(
+                    format!("apps.{DEFAULT_APP}"),
+                    "the app name \"default\" is taken by the [sources] tables; rename this app",
+                ));
+            }
+            apps.push(presets::preset_app(&name, table)?);
+        }
         if apps.is_empty() {
             return Err(Error::invalid(
                 "sources",
-                "no token is configured: add [sources.access_token] (see wechat-token-server.example.toml)",
+                "no token is configured: add [apps.NAME] or [sources.access_token] (see wechat-token-server.example.toml)",
             ));
         }
+        let clients = clients::parse_clients(raw.clients, &apps, &request_secret)?;
         Ok(Config {
             server: ServerConfig {
                 bind: raw.server.bind,
@@ -180,6 +191,7 @@ impl Config {
             },
             refresh,
             apps,
+            clients,
         })
     }
 
@@ -192,6 +204,23 @@ impl Config {
     pub fn app(&self, name: &str) -> Option<&AppConfig> {
         self.apps.iter().find(|a| a.name == name)
     }
+}
+
+/// A serde error as [`Error::Invalid`] naming the full key: `prefix` plus the path
+/// serde reached (which ends with the offending key, unknown keys included).
+fn serde_error(prefix: &str, e: serde_path_to_error::Error<toml::de::Error>) -> Error {
+    let path = e.path().to_string();
+    let mut key = match (prefix, path.as_str()) {
+        ("", ".") => String::new(),
+        ("", path) => path.to_owned(),
+        (prefix, ".") => prefix.to_owned(),
+        (prefix, path) => format!("{prefix}.{path}"),
+    };
+    let message = e.inner().message().to_owned();
+    if key.is_empty() {
+        key = "config".to_owned();
+    }
+    Error::invalid(key, message)
 }
 
 fn seconds(key: &str, value: f64) -> Result<Duration, Error> {

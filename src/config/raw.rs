@@ -16,6 +16,11 @@ pub struct RawConfig {
     pub store: RawStore,
     pub refresh: RawRefresh,
     pub sources: BTreeMap<String, RawSource>,
+    /// `[apps.NAME]` presets, kept as tables: which keys are allowed depends on the
+    /// `platform` key, so each is deserialised by `presets` once that is known.
+    pub apps: BTreeMap<String, toml::Table>,
+    /// `[clients.NAME]`: keys with a scope.
+    pub clients: BTreeMap<String, RawClient>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,4 +147,25 @@ pub struct RawSource {
     pub body: Option<toml::Table>,
     pub token_field: Option<String>,
     pub expires_field: Option<String>,
+}
+
+/// `"*"` or a list of names, as `apps` and `tokens` of a client take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawScope {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `[clients.NAME]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub key: Option<String>,
+    pub key_sha256: Option<String>,
+    pub apps: RawScope,
+    pub tokens: RawScope,
+    #[serde(default)]
+    pub refresh: bool,
+    pub networks: Option<Vec<String>>,
 }

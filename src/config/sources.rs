@@ -15,6 +15,9 @@ pub struct AppConfig {
     pub name: String,
     /// Sources in dependency order: every source comes after those it refers to.
     pub sources: Vec<SourceConfig>,
+    /// What the app is on WeChat when it comes from an `[apps.NAME]` preset: JS-SDK
+    /// signatures need its id. `None` for `[sources]`.
+    pub preset: Option<super::presets::Preset>,
 }
 
 impl AppConfig {
@@ -42,6 +45,23 @@ pub struct SourceConfig {
     pub expires_field: String,
     /// Tokens of the same app this source refers to through `{{name}}`.
     pub deps: Vec<String>,
+    /// stable_token's forced mode, for the access_token of an `mp` preset with
+    /// `stable_token = true`. `None` everywhere else.
+    pub forced: Option<ForcedMode>,
+}
+
+/// How to make a *forced* stable_token call, and how to check first that it is needed.
+///
+/// The source itself (`body` with `force_refresh: false`) is the normal mode used by
+/// every refresh; this is only used by `refresh::stable` for a client's force refresh of
+/// a token that WeChat really rejects, within WeChat's limits (see WECHAT-API.md).
+#[derive(Debug, Clone)]
+pub struct ForcedMode {
+    /// The JSON body with `force_refresh: true`.
+    pub body: serde_json::Value,
+    /// `{api_base}/cgi-bin/getcallbackip` per host, in fallback order: a cheap call that
+    /// tells whether WeChat still accepts a token.
+    pub probe_urls: Vec<Url>,
 }
 
 impl SourceConfig {
@@ -124,6 +144,7 @@ fn parse_source(key: &str, name: String, raw: RawSource) -> Result<SourceConfig,
         token_field,
         expires_field,
         deps,
+        forced: None,
     })
 }
 
@@ -245,5 +266,6 @@ pub fn order_app(app: &str, section: &str, sources: Vec<SourceConfig>) -> Result
     Ok(AppConfig {
         name: app.to_owned(),
         sources,
+        preset: None,
     })
 }

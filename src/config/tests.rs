@@ -155,3 +155,227 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(config.refresh.force_min_interval, Duration::from_secs(30));
     assert_eq!(config.apps[0].sources.len(), 2);
 }
+
+const PRESETS: &str = r#"
+[server]
+request_secret = "s"
+
+[apps.shop]
+platform = "mp"
+appid = "wx1"
+secret = "mp-secret-value"
+tickets = ["jsapi", "wx_card"]
+api_base = ["http://127.0.0.1:1", "http://127.0.0.1:2/"]
+
+[apps.stable]
+platform = "mp"
+appid = "wx2"
+secret = "stable-secret-value"
+stable_token = true
+
+[apps.office]
+platform = "wecom"
+corpid = "ww1"
+corpsecret = "corp-secret-value"
+agentid = "1000002"
+tickets = ["jsapi", "agent_config"]
+"#;
+
+fn names(app: &AppConfig) -> Vec<&str> {
+    app.sources.iter().map(|s| s.name.as_str()).collect()
+}
+
+#[test]
+fn presets_expand_into_sources_with_fixed_names_and_fallback_hosts() {
+    let config = Config::parse(PRESETS, &env).unwrap();
+    let shop = config.app("shop").unwrap();
+    assert_eq!(
+        names(shop),
+        ["access_token", "jsapi_ticket", "wx_card_ticket"]
+    );
+    let token = shop.source("access_token").unwrap();
+    let urls: Vec<String> = token.urls.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        urls,
+        [
+            "http://127.0.0.1:1/cgi-bin/token",
+            "http://127.0.0.1:2/cgi-bin/token"
+        ]
+    );
+    assert!(token.forced.is_none());
+    let card = shop.source("wx_card_ticket").unwrap();
+    assert_eq!(card.deps, ["access_token"]);
+    assert_eq!(card.token_field, "ticket");
+    assert!(
+        card.args
+            .iter()
+            .any(|(k, v)| k == "type" && v.to_string() == "wx_card")
+    );
+    assert_eq!(shop.preset.as_ref().unwrap().id, "wx1");
+
+    let stable = config.app("stable").unwrap();
+    assert_eq!(names(stable), ["access_token"]);
+    let token = stable.source("access_token").unwrap();
+    assert_eq!(token.method, Method::POST);
+    assert_eq!(
+        token.urls[0].as_str(),
+        "https://api.weixin.qq.com/cgi-bin/stable_token"
+    );
+    assert_eq!(token.body.as_ref().unwrap()["force_refresh"], false);
+    let forced = token.forced.as_ref().unwrap();
+    assert_eq!(forced.body["force_refresh"], true);
+    assert_eq!(
+        forced.probe_urls[0].as_str(),
+        "https://api.weixin.qq.com/cgi-bin/getcallbackip"
+    );
+
+    let office = config.app("office").unwrap();
+    let mut office_names = names(office);
+    office_names.sort_unstable();
+    assert_eq!(
+        office_names,
+        ["access_token", "agent_config_ticket", "jsapi_ticket"]
+    );
+    assert_eq!(office.sources[0].name, "access_token");
+    assert_eq!(
+        office.source("jsapi_ticket").unwrap().urls[0].as_str(),
+        "https://qyapi.weixin.qq.com/cgi-bin/get_jsapi_ticket"
+    );
+    assert_eq!(
+        office.source("agent_config_ticket").unwrap().urls[0].as_str(),
+        "https://qyapi.weixin.qq.com/cgi-bin/ticket/get"
+    );
+    assert_eq!(office.preset.as_ref().unwrap().agentid, Some(1_000_002));
+}
+
+#[test]
+fn preset_errors_name_their_key() {
+    let cases = [
+        (
+            PRESETS.replace("appid = \"wx1\"", "appidd = \"wx1\""),
+            "apps.shop.appidd",
+        ),
+        (
+            PRESETS.replace("corpid = \"ww1\"", "stable_token = true"),
+            "apps.office.stable_token",
+        ),
+        (
+            PRESETS.replace("\"jsapi\", \"wx_card\"", "\"jsapi\", \"card\""),
+            "apps.shop.tickets",
+        ),
+        (
+            PRESETS.replace("agentid = \"1000002\"\n", ""),
+            "apps.office.agentid",
+        ),
+        (
+            PRESETS.replace("agentid = \"1000002\"", "agentid = \"x\""),
+            "apps.office.agentid",
+        ),
+        (
+            PRESETS.replace("platform = \"wecom\"", "platform = \"component\""),
+            "apps.office.platform",
+        ),
+        (
+            PRESETS.replace("platform = \"wecom\"", "platform = \"qq\""),
+            "apps.office.platform",
+        ),
+        (
+            PRESETS.replace("platform = \"wecom\"\n", ""),
+            "apps.office.platform",
+        ),
+        (
+            PRESETS.replace("\"http://127.0.0.1:1\"", "\"ftp://x\""),
+            "apps.shop.api_base",
+        ),
+        (
+            PRESETS.replace("secret = \"mp-secret-value\"", ""),
+            "apps.shop",
+        ),
+        (
+            PRESETS.replace("[apps.stable]", "[apps.\"bad name\"]"),
+            "apps.bad name",
+        ),
+    ];
+    for (text, key) in cases {
+        let e = err(&text);
+        assert!(e.starts_with(&format!("{key}:")), "expected {key}: got {e}");
+    }
+    assert!(
+        err(&PRESETS.replace("platform = \"wecom\"", "platform = \"component\""))
+            .contains("not supported yet")
+    );
+}
+
+#[test]
+fn the_default_app_of_sources_and_apps_default_cannot_both_exist() {
+    let text =
+        format!("{SEED}\n[apps.default]\nplatform = \"mp\"\nappid = \"a\"\nsecret = \"b\"\n");
+    let e = err(&text);
+    assert!(e.starts_with("apps.default:"), "{e}");
+    // Without [sources], an app may be called default.
+    let text = "[server]\nrequest_secret = \"s\"\n[apps.default]\nplatform = \"mp\"\nappid = \"a\"\nsecret = \"b\"\n";
+    assert!(Config::parse(text, &env).is_ok());
+}
+
+#[test]
+fn masked_output_hides_preset_and_client_secrets() {
+    let text = format!(
+        "{PRESETS}\n[clients.web]\nkey = \"client-key-value-0123\"\napps = [\"shop\"]\ntokens = \"*\"\n"
+    );
+    let shown = Config::parse(&text, &env).unwrap().to_masked_toml();
+    for secret in [
+        "mp-secret-value",
+        "stable-secret-value",
+        "corp-secret-value",
+        "client-key-value-0123",
+    ] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    assert!(
+        shown.contains("ww1") && shown.contains("platform = \"wecom\""),
+        "{shown}"
+    );
+    shown.parse::<toml::Table>().unwrap();
+}
+
+#[test]
+fn clients_are_validated_and_errors_name_their_key() {
+    let base = format!("{PRESETS}\n[clients.web]\n");
+    let ok = format!(
+        "{base}key = \"client-key-value-0123\"\napps = [\"shop\"]\ntokens = [\"jsapi_ticket\"]\nnetworks = [\"10.0.0.0/8\"]\n"
+    );
+    let config = Config::parse(&ok, &env).unwrap();
+    let client = &config.clients[0];
+    assert_eq!(client.key_sha256, sha256("client-key-value-0123"));
+    assert!(client.apps.allows("shop") && !client.apps.allows("office"));
+    assert!(!client.refresh);
+    let cases = [
+        (
+            format!("{base}apps = \"*\"\ntokens = \"*\"\n"),
+            "clients.web",
+        ),
+        (
+            format!("{base}key = \"short\"\napps = \"*\"\ntokens = \"*\"\n"),
+            "clients.web.key",
+        ),
+        (
+            format!("{base}key_sha256 = \"abc\"\napps = \"*\"\ntokens = \"*\"\n"),
+            "clients.web.key_sha256",
+        ),
+        (ok.replace("[\"shop\"]", "[\"shp\"]"), "clients.web.apps"),
+        (
+            ok.replace("[\"jsapi_ticket\"]", "[\"agent_config_ticket\"]"),
+            "clients.web.tokens",
+        ),
+        (
+            ok.replace("10.0.0.0/8", "10.0.0.0/99"),
+            "clients.web.networks",
+        ),
+        (ok.replace("networks", "netwrks"), "clients.web.netwrks"),
+        (ok.replace("client-key-value-0123", "s"), "clients.web.key"),
+    ];
+    for (text, key) in cases {
+        let e = err(&text);
+        assert!(e.starts_with(&format!("{key}:")), "expected {key}: got {e}");
+    }
+}

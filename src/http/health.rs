@@ -86,6 +86,6 @@ pub async fn index(State(state): State<AppState>) -> String {
             );
         }
     }
-    out.push_str("\nTokens: GET /wechat/token?type=NAME&secret=...   Health: /healthz /readyz\n");
+    out.push_str("\nTokens: GET /wechat/token?app=APP&type=NAME&secret=...   JSON API: /v1/openapi.json   Health: /healthz /readyz\n");
     out
 }

@@ -10,13 +10,18 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::caller::{Denied, Peer, identify, permit};
 use super::error::ApiError;
-use crate::auth::presented_secret;
+use crate::auth::{Action, presented_secret};
 use crate::refresh::{Credential, Token};
 
 /// Longest query string accepted. Real queries are a few hundred bytes (a 512-byte
 /// `stale` token at most); anything longer is hostile or broken.
 const MAX_QUERY_LEN: usize = 4096;
+
+/// Route names in refusal logs.
+const ROUTE_TOKEN: &str = "/wechat/token";
+const ROUTE_FORCE: &str = "/wechat/token/forcerefresh";
 
 /// The parameters of a seed request, each given at most once. Borrowed from the query
 /// string unless percent-decoding changed them: the token route allocates nothing here.
@@ -56,17 +61,40 @@ impl<'q> Params<'q> {
     }
 }
 
-/// Authenticates, then finds the credential the request names.
+/// The seed's answers to a denied request: 401 `invalid request` as in the original,
+/// and 403 `forbidden` for a client key outside its scope.
+fn denied(denied: Denied) -> ApiError {
+    match denied {
+        Denied::Unauthenticated => ApiError::invalid_request(),
+        Denied::Refused(refusal) => ApiError::forbidden(refusal.to_string()),
+    }
+}
+
+/// The token a seed request means by `name`: `ticket` is the jsapi ticket of apps
+/// that have no token called `ticket` (presets name it `jsapi_ticket`).
+fn canonical_name<'a>(state: &AppState, app: &str, name: &'a str) -> &'a str {
+    let refresher = &state.refresher;
+    if name == "ticket"
+        && refresher.credential(app, name).is_none()
+        && refresher.credential(app, "jsapi_ticket").is_some()
+    {
+        "jsapi_ticket"
+    } else {
+        name
+    }
+}
+
+/// Authenticates, checks the caller's scope, then finds the credential the request
+/// names.
 fn resolve<'a>(
     state: &'a AppState,
-    headers: &HeaderMap,
+    route: &'static str,
+    action: Action,
+    (headers, peer): (&HeaderMap, Peer),
     params: &Params,
 ) -> Result<&'a std::sync::Arc<Credential>, ApiError> {
-    let secret = presented_secret(headers, params.secret.as_deref())
-        .ok_or_else(ApiError::invalid_request)?;
-    if !state.auth.is_request_secret(secret) {
-        return Err(ApiError::invalid_request());
-    }
+    let secret = presented_secret(headers, params.secret.as_deref());
+    let caller = identify(&state.auth, route, secret, peer).map_err(denied)?;
     let app = match (&params.app, &state.default_app) {
         (Some(app), _) => app.as_ref(),
         (None, Some(default)) => default,
@@ -78,6 +106,9 @@ fn resolve<'a>(
     let name = params.kind.as_deref().ok_or_else(|| {
         ApiError::not_found().with_message("missing type= (the token name, e.g. access_token)")
     })?;
+    let name = canonical_name(state, app, name);
+    // Scope before existence, so that a client learns nothing outside its scope.
+    permit(&caller, route, app, name, action).map_err(denied)?;
     state
         .refresher
         .credential(app, name)
@@ -86,12 +117,18 @@ fn resolve<'a>(
 
 /// `GET /wechat/token`: the current token from memory. The hot path: the request is
 /// taken whole so that neither headers nor query are copied.
-pub async fn get_token(State(state): State<AppState>, request: Request) -> Response {
+pub async fn get_token(State(state): State<AppState>, peer: Peer, request: Request) -> Response {
     let result = Params::parse(request.uri().query()).and_then(|params| {
-        let cred = resolve(&state, request.headers(), &params)?;
+        let cred = resolve(
+            &state,
+            ROUTE_TOKEN,
+            Action::Read,
+            (request.headers(), peer),
+            &params,
+        )?;
         let now = SystemTime::now();
         match cred.live_token(now) {
-            Some(token) => Ok(token_response(&cred.key.name, &token, now)),
+            Some(token) => Ok(token_response(reply_name(&params, cred), &token, now)),
             None => Err(ApiError::not_ready(&cred.key.app, &cred.key.name)),
         }
     });
@@ -100,12 +137,22 @@ pub async fn get_token(State(state): State<AppState>, request: Request) -> Respo
 
 /// `GET /wechat/token/forcerefresh`: a token newer than `stale`, at most one upstream
 /// call however many clients ask at once.
-pub async fn force_refresh(State(state): State<AppState>, request: Request) -> Response {
+pub async fn force_refresh(
+    State(state): State<AppState>,
+    peer: Peer,
+    request: Request,
+) -> Response {
     let params = match Params::parse(request.uri().query()) {
         Ok(params) => params,
         Err(e) => return e.into_response(),
     };
-    let cred = match resolve(&state, request.headers(), &params) {
+    let cred = match resolve(
+        &state,
+        ROUTE_FORCE,
+        Action::Refresh,
+        (request.headers(), peer),
+        &params,
+    ) {
         Ok(cred) => cred.clone(),
         Err(e) => return e.into_response(),
     };
@@ -116,10 +163,15 @@ pub async fn force_refresh(State(state): State<AppState>, request: Request) -> R
     {
         Ok((token, decision)) => {
             tracing::debug!(app = %cred.key.app, token = %cred.key.name, decision = decision.as_str(), "force refresh");
-            token_response(&cred.key.name, &token, SystemTime::now())
+            token_response(reply_name(&params, &cred), &token, SystemTime::now())
         }
         Err(error) => ApiError::upstream(&error).into_response(),
     }
+}
+
+/// The key of the reply: the name the client asked for (`ticket` stays `ticket`).
+fn reply_name<'a>(params: &'a Params, cred: &'a Credential) -> &'a str {
+    params.kind.as_deref().unwrap_or(&cred.key.name)
 }
 
 /// `{"NAME": "<token>", "expires_in": N}`, written straight into one buffer: it is the

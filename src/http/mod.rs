@@ -1,22 +1,29 @@
 //! The HTTP API: the router and the state its handlers share.
 //!
 //! - [`legacy`]: the Python original's `/wechat/token` routes.
+//! - [`v1`]: the JSON API.
+//! - [`caller`]: who is calling and what they may do, for both.
 //! - [`health`]: `/`, `/healthz`, `/readyz`.
 //! - [`error`]: error responses.
 
+mod caller;
 pub mod error;
 mod health;
 mod legacy;
+pub mod v1;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::Auth;
+use crate::config::{AppConfig, Preset};
 use crate::refresh::Refresher;
 
 /// A request that waits on WeChat longer than this is cut off, so that a stuck upstream
@@ -31,6 +38,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The app used when a request names none: `default`, else the only app.
     pub default_app: Option<Arc<str>>,
+    /// What each preset app is on WeChat, for JS-SDK signatures and `/v1/status`.
+    pub presets: Arc<HashMap<String, Preset>>,
 }
 
 impl AppState {
@@ -47,7 +56,18 @@ impl AppState {
             refresher,
             auth: Arc::new(auth),
             default_app,
+            presets: Arc::default(),
         }
+    }
+
+    /// Adds the preset info of `apps` (those from `[apps.NAME]`).
+    pub fn with_presets<'a>(mut self, apps: impl IntoIterator<Item = &'a AppConfig>) -> Self {
+        self.presets = Arc::new(
+            apps.into_iter()
+                .filter_map(|a| Some((a.name.clone(), a.preset.clone()?)))
+                .collect(),
+        );
+        self
     }
 }
 
@@ -62,9 +82,26 @@ pub fn router(state: AppState) -> Router {
             "/wechat/token/forcerefresh",
             get(legacy::force_refresh).layer(timeout()),
         )
+        .route("/v1/tokens/{app}/{name}", get(v1::get_token))
+        .route(
+            "/v1/tokens/{app}/{name}/refresh",
+            post(v1::refresh).layer(timeout()),
+        )
+        .route("/v1/status", get(v1::status))
+        .route("/v1/jssdk/{app}/signature", get(v1::jssdk_signature))
+        .route("/v1/openapi.json", get(v1::openapi))
         .route("/", get(health::index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .fallback(|| async { error::ApiError::not_found() })
+        .fallback(not_found)
         .with_state(state)
+}
+
+/// 404 for unknown paths, in the style of the route family the path belongs to.
+async fn not_found(uri: Uri) -> Response {
+    if uri.path() == "/v1" || uri.path().starts_with("/v1/") {
+        v1::not_found().into_response()
+    } else {
+        error::ApiError::not_found().into_response()
+    }
 }

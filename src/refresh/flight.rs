@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::lease::Acquired;
+use super::stable::Mode;
 use super::{Credential, Refresher, Token, Trigger};
 use crate::domain::token_prefix;
 use crate::store::SaveOutcome;
@@ -30,6 +31,9 @@ pub enum Decision {
     Stale,
     /// No `stale` token given and the token was refreshed too recently.
     RateLimited,
+    /// WeChat still accepts the `stale` token (stable_token sources probe before a
+    /// forced call): it is answered, and nothing is spent.
+    StillValid,
 }
 
 impl Decision {
@@ -39,6 +43,7 @@ impl Decision {
             Decision::Shared => "shared",
             Decision::Stale => "stale",
             Decision::RateLimited => "rate_limited",
+            Decision::StillValid => "still_valid",
         }
     }
 }
@@ -50,6 +55,8 @@ pub struct FlightState {
     last_error: Option<RefreshError>,
     /// When the last upstream call ended, for the force rate limit.
     last_attempt: Option<Instant>,
+    /// stable_token's forced calls spent (see `stable`).
+    stable: super::stable::ForcedBudget,
 }
 
 impl Refresher {
@@ -95,9 +102,13 @@ impl Refresher {
         }
         let mut current = current;
         let lease = loop {
-            if let Some(answer) =
-                self.answer_without_call(&flight, current, trigger, stale, SystemTime::now())
-            {
+            if let Some(answer) = self.answer_without_call(
+                &flight,
+                current.clone(),
+                trigger,
+                stale,
+                SystemTime::now(),
+            ) {
                 return answer;
             }
             match self.acquire_lease(cred, trigger, stale).await {
@@ -110,8 +121,17 @@ impl Refresher {
                 }
             }
         };
+        // Under the lease, so that one instance of a cluster probes, not all.
+        let forced = match self
+            .stable_mode(cred, &mut flight.stable, trigger, stale, current.as_ref())
+            .await
+        {
+            Mode::StillAccepted(token) => return Ok((token, Decision::StillValid)),
+            Mode::Forced => true,
+            Mode::Normal => false,
+        };
 
-        let result = self.fetch_and_install(cred, trigger).await;
+        let result = self.fetch_and_install(cred, trigger, forced).await;
         drop(lease);
         let now = SystemTime::now();
         flight.last_attempt = Some(Instant::now());
@@ -166,11 +186,12 @@ impl Refresher {
     }
 
     /// Calls WeChat (after making sure the tokens it refers to are live), stores the
-    /// new token and starts serving it.
+    /// new token and starts serving it. `forced`: use stable_token's forced mode.
     async fn fetch_and_install(
         &self,
         cred: &Arc<Credential>,
         trigger: Trigger,
+        forced: bool,
     ) -> Result<Arc<Token>, RefreshError> {
         let started = SystemTime::now();
         let mut deps: Vec<(&Arc<Credential>, Arc<Token>)> =
@@ -190,7 +211,13 @@ impl Refresher {
             deps.push((dep, token));
         }
 
-        let mut result = self.upstream.fetch(&cred.source, &lookup(&deps)).await;
+        let mut result = if forced {
+            self.upstream
+                .fetch_forced(&cred.source, &lookup(&deps))
+                .await
+        } else {
+            self.upstream.fetch(&cred.source, &lookup(&deps)).await
+        };
         if matches!(&result, Err(e) if e.is_token_rejected()) && !deps.is_empty() {
             // WeChat rejected the access_token we sent: get a newer one (single-flight,
             // and no call at all if another refresh already replaced it), then retry once.

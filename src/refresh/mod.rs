@@ -9,11 +9,13 @@
 //!   refresh a token at a time.
 //! - [`sync`]: with a shared store, adopting tokens other instances stored, and
 //!   writing ours back when the store lost them.
+//! - [`stable`]: when a force refresh may use stable_token's forced mode.
 
 mod credential;
 mod flight;
 mod lease;
 mod schedule;
+mod stable;
 mod sync;
 
 use std::collections::HashMap;
@@ -23,6 +25,7 @@ use std::time::SystemTime;
 pub use credential::{Credential, Status, Token};
 pub use flight::{Decision, RefreshError};
 pub use schedule::{backoff, refresh_lead};
+pub use stable::{FORCED_PER_DAY, FORCED_SPACING};
 
 use crate::config::{Config, RefreshConfig};
 use crate::domain::from_unix_millis;

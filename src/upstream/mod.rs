@@ -114,6 +114,34 @@ impl Upstream {
         source: &SourceConfig,
         lookup: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Fetched, Error> {
+        self.fetch_with_body(source, source.body.as_ref(), lookup)
+            .await
+    }
+
+    /// Like [`fetch`](Self::fetch) with stable_token's forced-mode body instead of the
+    /// source's own (which is the normal mode). Falls back to `fetch` for a source
+    /// without a forced mode.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn fetch_forced(
+        &self,
+        source: &SourceConfig,
+        lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<Fetched, Error> {
+        let body = source
+            .forced
+            .as_ref()
+            .map_or(source.body.as_ref(), |f| Some(&f.body));
+        self.fetch_with_body(source, body, lookup).await
+    }
+
+    async fn fetch_with_body(
+        &self,
+        source: &SourceConfig,
+        body: Option<&Value>,
+        lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<Fetched, Error> {
         let mut args = Vec::with_capacity(source.args.len());
         for (key, template) in &source.args {
             args.push((
@@ -121,11 +149,7 @@ impl Upstream {
                 template.render(lookup).map_err(Error::Dependency)?,
             ));
         }
-        let body = source
-            .body
-            .as_ref()
-            .map(|b| render_json(b, lookup))
-            .transpose()?;
+        let body = body.map(|b| render_json(b, lookup)).transpose()?;
         let mut last = Error::Transport("no URL configured".into());
         for url in &source.urls {
             match self.call(url, source, &args, body.as_ref()).await {
@@ -136,6 +160,41 @@ impl Upstream {
                     tracing::warn!(host = url.host_str().unwrap_or(""), error = %e, "token host failed");
                     last = e;
                 }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Asks WeChat whether it accepts `access_token` now, with a cheap call such as
+    /// `/cgi-bin/getcallbackip` on each of `urls` in turn until one answers.
+    /// `Ok(false)` means WeChat rejected the token (40001, 42001, 40014).
+    ///
+    /// # Errors
+    /// When no host answered, or WeChat answered with another error: then nobody knows.
+    pub async fn probe_token(&self, urls: &[Url], access_token: &str) -> Result<bool, Error> {
+        let mut last = Error::Transport("no URL configured".into());
+        for url in urls {
+            let request = self
+                .client
+                .get(url.clone())
+                .query(&[("access_token", access_token)]);
+            match Self::send(request).await {
+                Ok(reply) => {
+                    return match reply.get("errcode").and_then(Value::as_i64) {
+                        None | Some(0) => Ok(true),
+                        Some(code) if TOKEN_REJECTED_CODES.contains(&code) => Ok(false),
+                        Some(errcode) => Err(Error::WeChat {
+                            errcode,
+                            errmsg: reply
+                                .get("errmsg")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_owned(),
+                        }),
+                    };
+                }
+                Err(e) if e.try_next_host() => last = e,
                 Err(e) => return Err(e),
             }
         }
@@ -154,6 +213,11 @@ impl Upstream {
             Method::POST if body.is_some() => self.client.post(url.clone()).query(args).json(&body),
             Method::POST => self.client.post(url.clone()).form(args),
         };
+        Self::send(request).await
+    }
+
+    /// Sends a request and reads its JSON reply; an HTTP error status is an error.
+    async fn send(request: reqwest::RequestBuilder) -> Result<Value, Error> {
         let response = request.send().await.map_err(classify)?;
         let status = response.status();
         if !status.is_success() {

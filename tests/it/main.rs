@@ -1,15 +1,22 @@
 //! One integration-test binary (one link step), one module per feature.
 
+mod apps;
 mod helpers;
 mod process;
 mod redis_server;
 
 mod cli;
+mod clients;
 mod cluster;
 mod cluster_processes;
 mod force_refresh;
+mod jssdk;
 mod legacy_api;
+mod openapi;
+mod platforms;
 mod refresh;
 mod restart;
 mod simulator;
+mod stable_token;
 mod store_contract;
+mod v1_api;

@@ -1,0 +1,179 @@
+//! stable_token's forced mode, spent only when it is really needed.
+//!
+//! `/cgi-bin/stable_token` in normal mode returns the current token while it has more
+//! than 5 minutes left, so every scheduled and dependency refresh uses it. Forced mode
+//! issues a new token and kills the old one at once, but WeChat allows it only
+//! [`FORCED_PER_DAY`] times a day, [`FORCED_SPACING`] apart, and it is meant for leaked
+//! or broken tokens. So a client's force refresh is turned into a forced call only when:
+//! 1. it names the token we serve as `stale` (checked by the caller, `flight.rs`),
+//! 2. WeChat really rejects that token (a `getcallbackip` probe), and
+//! 3. our own count of forced calls leaves room within WeChat's limits.
+//!
+//! Otherwise the current token is answered (still accepted) or normal mode is used.
+//! The count is per instance: instances of a cluster share one WeChat budget, which is
+//! why the probe comes first and most reports never get this far.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use super::{Credential, Refresher, Token, Trigger};
+use crate::domain::token_prefix;
+
+/// Forced stable_token calls WeChat allows per app and day (WECHAT-API.md).
+pub const FORCED_PER_DAY: u32 = 20;
+/// Minimum spacing WeChat requires between two forced calls of one app.
+pub const FORCED_SPACING: Duration = Duration::from_secs(30);
+/// A probe that found a token accepted answers later reports about the same token for
+/// this long, so that a storm of mistaken reports costs one probe, not one each. Short,
+/// because a token WeChat accepts now may be rejected a moment later (another party's
+/// forced call), and a client told "still valid" must not wait long to be believed.
+pub const PROBE_REUSE: Duration = Duration::from_secs(2);
+
+/// WeChat's day (midnight in China, UTC+8) of `time`, which is when its counters reset.
+fn wechat_day(time: SystemTime) -> u64 {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    (secs + 8 * 3600) / 86_400
+}
+
+/// Forced calls spent, and the last probe's verdict; guarded by the flight lock.
+#[derive(Debug, Default)]
+pub struct ForcedBudget {
+    /// The WeChat day `used` counts.
+    day: u64,
+    used: u32,
+    last: Option<Instant>,
+    /// Version of the token the last probe found accepted, and when.
+    accepted: Option<(u64, Instant)>,
+}
+
+impl ForcedBudget {
+    /// Does a forced call at `now` (on WeChat day `day`) stay within WeChat's limits?
+    fn allows(&self, day: u64, now: Instant) -> bool {
+        let used_today = if self.day == day { self.used } else { 0 };
+        used_today < FORCED_PER_DAY
+            && self
+                .last
+                .is_none_or(|last| now.duration_since(last) >= FORCED_SPACING)
+    }
+
+    /// Counts a forced call. Counted before the call: a call that fails on the way back
+    /// may still have been counted by WeChat.
+    fn spend(&mut self, day: u64, now: Instant) {
+        if self.day != day {
+            self.day = day;
+            self.used = 0;
+        }
+        self.used += 1;
+        self.last = Some(now);
+    }
+}
+
+/// How the coming refresh calls WeChat.
+#[derive(Debug)]
+pub(super) enum Mode {
+    /// The source's own request (for stable_token: normal mode).
+    Normal,
+    /// stable_token's forced mode.
+    Forced,
+    /// No call: WeChat still accepts the reported token.
+    StillAccepted(Arc<Token>),
+}
+
+impl Refresher {
+    /// Picks the mode of a refresh of `cred`. Only a forced refresh of a stable_token
+    /// source whose `stale` is the `current` token can get anything but `Normal`.
+    pub(super) async fn stable_mode(
+        &self,
+        cred: &Credential,
+        budget: &mut ForcedBudget,
+        trigger: Trigger,
+        stale: Option<&str>,
+        current: Option<&Arc<Token>>,
+    ) -> Mode {
+        let Some(forced) = &cred.source.forced else {
+            return Mode::Normal;
+        };
+        let Some(token) = current.filter(|t| trigger == Trigger::Forced && stale == Some(&t.value))
+        else {
+            return Mode::Normal;
+        };
+        let now = Instant::now();
+        if budget.accepted.is_some_and(|(version, at)| {
+            version == token.version && now.duration_since(at) < PROBE_REUSE
+        }) {
+            return Mode::StillAccepted(token.clone());
+        }
+        match self
+            .upstream
+            .probe_token(&forced.probe_urls, &token.value)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(app = %cred.key.app, token = %cred.key.name, value = %token_prefix(&token.value),
+                    "reported token is still accepted by WeChat; no forced stable_token call");
+                budget.accepted = Some((token.version, Instant::now()));
+                Mode::StillAccepted(token.clone())
+            }
+            Ok(false) => {
+                let (day, now) = (wechat_day(SystemTime::now()), Instant::now());
+                if budget.allows(day, now) {
+                    budget.spend(day, now);
+                    Mode::Forced
+                } else {
+                    tracing::warn!(app = %cred.key.app, token = %cred.key.name,
+                        "token rejected by WeChat but the forced stable_token budget (20 a day, 30 s apart) is spent; using normal mode");
+                    Mode::Normal
+                }
+            }
+            Err(error) => {
+                tracing::warn!(app = %cred.key.app, token = %cred.key.name, %error,
+                    "cannot tell whether WeChat rejects the token; using normal mode");
+                Mode::Normal
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_calls_are_spaced_thirty_seconds_apart() {
+        let mut budget = ForcedBudget::default();
+        let t0 = Instant::now();
+        assert!(budget.allows(1, t0));
+        budget.spend(1, t0);
+        assert!(!budget.allows(1, t0 + Duration::from_secs(29)));
+        assert!(budget.allows(1, t0 + FORCED_SPACING));
+    }
+
+    #[test]
+    fn at_most_twenty_forced_calls_a_day_and_the_count_resets_the_next_day() {
+        let mut budget = ForcedBudget::default();
+        let t0 = Instant::now();
+        for i in 0..FORCED_PER_DAY {
+            let at = t0 + FORCED_SPACING * i;
+            assert!(budget.allows(7, at), "call {i}");
+            budget.spend(7, at);
+        }
+        let later = t0 + FORCED_SPACING * (FORCED_PER_DAY + 1);
+        assert!(!budget.allows(7, later));
+        assert!(budget.allows(8, later));
+        budget.spend(8, later);
+        assert_eq!(budget.used, 1);
+    }
+
+    #[test]
+    fn wechats_day_starts_at_midnight_in_china() {
+        let day = |secs| wechat_day(UNIX_EPOCH + Duration::from_secs(secs));
+        // 1970-01-01T15:59:59Z is 23:59:59 in Beijing.
+        assert_eq!(day(15 * 3600 + 3599), 0);
+        assert_eq!(day(16 * 3600), 1);
+    }
+}

@@ -1,0 +1,395 @@
+//! `openapi/v1.json` against the running server: every documented operation exists, and
+//! a real response of every documented status carries the documented properties.
+//!
+//! The checker below covers what the document uses ($ref, allOf, object, array, string,
+//! integer, nullable, enum, required, pattern-free types); a construct it does not know
+//! fails the test, so the document cannot silently outgrow the check.
+
+use std::collections::BTreeSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::apps::{self, closed_port, config, four_apps, value};
+use crate::helpers::{SECRET, TestApp};
+
+const DOC: &str = include_str!("../../openapi/v1.json");
+const OTHER: &str = "other-app-key-0123456789";
+const FAR: &str = "far-away-key-0123456789";
+
+/// Follows `#/components/schemas/X`.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("unsupported $ref {r}"));
+            resolve(doc, &doc["components"]["schemas"][name])
+        }
+        None => schema,
+    }
+}
+
+/// Checks `value` against `schema`; returns the problems found.
+fn check(doc: &Value, schema: &Value, value: &Value, at: &str, problems: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    if value.is_null() {
+        if schema["nullable"] != true {
+            problems.push(format!("{at}: null but not nullable"));
+        }
+        return;
+    }
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        for part in all {
+            check(doc, part, value, at, problems);
+        }
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        problems.push(format!("{at}: {value} not in {allowed:?}"));
+    }
+    let Some(kind) = schema.get("type").and_then(Value::as_str) else {
+        assert!(
+            schema.get("allOf").is_some(),
+            "{at}: schema without type: {schema}"
+        );
+        return;
+    };
+    let ok = match kind {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "boolean" => value.is_boolean(),
+        other => panic!("{at}: unsupported type {other}"),
+    };
+    if !ok {
+        problems.push(format!("{at}: expected {kind}, got {value}"));
+        return;
+    }
+    if kind == "object" {
+        for required in schema["required"].as_array().into_iter().flatten() {
+            let key = required.as_str().unwrap();
+            if value.get(key).is_none() {
+                problems.push(format!("{at}: missing required {key}"));
+            }
+        }
+        for (key, sub) in schema["properties"].as_object().into_iter().flatten() {
+            if let Some(v) = value.get(key) {
+                check(doc, sub, v, &format!("{at}.{key}"), problems);
+            }
+        }
+    }
+    if kind == "array" {
+        for (i, item) in value.as_array().unwrap().iter().enumerate() {
+            check(doc, &schema["items"], item, &format!("{at}[{i}]"), problems);
+        }
+    }
+}
+
+/// One request of the scenario: which documented case it exercises and how.
+struct Case {
+    method: Method,
+    /// The documented path.
+    path: &'static str,
+    status: u16,
+    /// The concrete path and query to call.
+    url: String,
+    key: Option<&'static str>,
+    body: Option<Value>,
+}
+
+fn case(
+    method: Method,
+    path: &'static str,
+    status: u16,
+    url: impl Into<String>,
+    key: Option<&'static str>,
+    body: Option<Value>,
+) -> Case {
+    Case {
+        method,
+        path,
+        status,
+        url: url.into(),
+        key,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn every_documented_operation_and_response_matches_the_running_server() {
+    let doc: Value = serde_json::from_str(DOC).expect("openapi/v1.json is JSON");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+
+    // shop and office as usual; `down` has a dead API host, so its tokens are never
+    // fetched (503) and refreshing them fails (502).
+    let sim = apps::sim().await;
+    let down = closed_port().await;
+    let text = config(&format!(
+        r#"
+{}
+[apps.down]
+platform = "mp"
+appid = "wx_down"
+secret = "down_secret"
+tickets = ["jsapi"]
+api_base = "http://127.0.0.1:{down}"
+
+[clients.other]
+key = "{OTHER}"
+apps = ["hr"]
+tokens = "*"
+
+[clients.far]
+key = "{FAR}"
+apps = "*"
+tokens = "*"
+networks = ["10.0.0.0/8"]
+"#,
+        four_apps(sim.addr)
+    ));
+    let app = TestApp::start(sim, &text).await;
+    for (a, n) in [
+        ("shop", "access_token"),
+        ("shop", "jsapi_ticket"),
+        ("office", "access_token"),
+    ] {
+        apps::wait_served(&app, a, n).await;
+    }
+    let stale = value(&app, "shop", "access_token").await;
+
+    const TOKEN: &str = "/v1/tokens/{app}/{name}";
+    const REFRESH: &str = "/v1/tokens/{app}/{name}/refresh";
+    const STATUS: &str = "/v1/status";
+    const JSSDK: &str = "/v1/jssdk/{app}/signature";
+    const OPENAPI: &str = "/v1/openapi.json";
+    let (get, post) = (Method::GET, Method::POST);
+    let sign = "?url=https%3A%2F%2Fshop.example.com%2F";
+    let cases = vec![
+        case(
+            get.clone(),
+            TOKEN,
+            200,
+            "/v1/tokens/shop/access_token",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            get.clone(),
+            TOKEN,
+            401,
+            "/v1/tokens/shop/access_token",
+            None,
+            None,
+        ),
+        case(
+            get.clone(),
+            TOKEN,
+            403,
+            "/v1/tokens/shop/access_token",
+            Some(OTHER),
+            None,
+        ),
+        case(
+            get.clone(),
+            TOKEN,
+            404,
+            "/v1/tokens/shop/nope",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            get.clone(),
+            TOKEN,
+            503,
+            "/v1/tokens/down/access_token",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            post.clone(),
+            REFRESH,
+            200,
+            "/v1/tokens/shop/access_token/refresh",
+            Some(SECRET),
+            Some(json!({"stale": stale})),
+        ),
+        case(
+            post.clone(),
+            REFRESH,
+            400,
+            "/v1/tokens/shop/access_token/refresh",
+            Some(SECRET),
+            Some(json!({"stale": 5})),
+        ),
+        case(
+            post.clone(),
+            REFRESH,
+            401,
+            "/v1/tokens/shop/access_token/refresh",
+            Some("nobody"),
+            None,
+        ),
+        case(
+            post.clone(),
+            REFRESH,
+            403,
+            "/v1/tokens/shop/access_token/refresh",
+            Some(OTHER),
+            None,
+        ),
+        case(
+            post.clone(),
+            REFRESH,
+            404,
+            "/v1/tokens/nope/access_token/refresh",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            post.clone(),
+            REFRESH,
+            429,
+            "/v1/tokens/office/access_token/refresh",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            post.clone(),
+            REFRESH,
+            502,
+            "/v1/tokens/down/access_token/refresh",
+            Some(SECRET),
+            None,
+        ),
+        case(get.clone(), STATUS, 200, STATUS, Some(SECRET), None),
+        case(get.clone(), STATUS, 401, STATUS, None, None),
+        case(get.clone(), STATUS, 403, STATUS, Some(FAR), None),
+        case(
+            get.clone(),
+            JSSDK,
+            200,
+            format!("/v1/jssdk/office/signature{sign}"),
+            Some(SECRET),
+            None,
+        ),
+        case(
+            get.clone(),
+            JSSDK,
+            400,
+            "/v1/jssdk/shop/signature",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            get.clone(),
+            JSSDK,
+            401,
+            format!("/v1/jssdk/shop/signature{sign}"),
+            None,
+            None,
+        ),
+        case(
+            get.clone(),
+            JSSDK,
+            403,
+            format!("/v1/jssdk/shop/signature{sign}"),
+            Some(OTHER),
+            None,
+        ),
+        case(
+            get.clone(),
+            JSSDK,
+            404,
+            format!("/v1/jssdk/hr/signature{sign}"),
+            Some(SECRET),
+            None,
+        ),
+        case(
+            get.clone(),
+            JSSDK,
+            503,
+            format!("/v1/jssdk/down/signature{sign}"),
+            Some(SECRET),
+            None,
+        ),
+        case(get.clone(), OPENAPI, 200, OPENAPI, None, None),
+    ];
+
+    // Every documented (path, method, status) has a case, and every case is documented.
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for status in op["responses"].as_object().unwrap().keys() {
+                documented.insert((path.clone(), method.to_uppercase(), status.clone()));
+            }
+        }
+    }
+    let covered: BTreeSet<_> = cases
+        .iter()
+        .map(|c| {
+            (
+                c.path.to_owned(),
+                c.method.to_string(),
+                c.status.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        documented, covered,
+        "documented responses vs. exercised ones"
+    );
+
+    let mut problems = Vec::new();
+    for c in &cases {
+        let mut request = app
+            .client
+            .request(c.method.clone(), format!("{}{}", app.base, c.url));
+        if let Some(key) = c.key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = &c.body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let label = format!("{} {} -> {}", c.method, c.url, c.status);
+        if status != StatusCode::from_u16(c.status).unwrap() {
+            problems.push(format!("{label}: got {status}: {body}"));
+            continue;
+        }
+        let op = &doc["paths"][c.path][c.method.as_str().to_lowercase()];
+        let schema =
+            &op["responses"][c.status.to_string()]["content"]["application/json"]["schema"];
+        assert!(!schema.is_null(), "{label}: no JSON schema documented");
+        check(&doc, schema, &body, &label, &mut problems);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_checker_catches_a_missing_required_property_and_a_wrong_type() {
+    let doc: Value = serde_json::from_str(DOC).unwrap();
+    let schema = json!({"$ref": "#/components/schemas/Token"});
+    let mut problems = Vec::new();
+    check(
+        &doc,
+        &schema,
+        &json!({"app": "a", "name": "n", "value": 5}),
+        "t",
+        &mut problems,
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("missing required expires_in")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("expected string")),
+        "{problems:?}"
+    );
+}
