@@ -5,14 +5,17 @@
 //! is bad" reports into at most one upstream call.
 //!
 //! Layout:
-//! - [`cli`]: clap types for `serve`, `demo`, `simulate` and `check-config`.
+//! - [`cli`]: clap types for `serve`, `demo`, `simulate`, `check-config`, `healthcheck`.
 //! - [`config`]: TOML loading, `${VAR}` expansion, validation, masked display.
 //! - [`domain`]: small shared types (secrets, credential keys, log-safe token prefixes).
 //! - [`upstream`]: the WeChat HTTP client and `{{name}}` templates.
 //! - [`store`]: the `TokenStore` trait with embedded (files) and memory backends.
-//! - [`refresh`]: in-memory tokens, the per-token scheduler, single-flight refresh.
+//! - [`refresh`]: in-memory tokens, the per-token scheduler, single-flight refresh, the
+//!   quota guard, readiness.
 //! - [`auth`]: request secret checks.
-//! - [`http`]: the router, the seed routes, health, error responses.
+//! - [`http`]: the router, the seed routes, health and status page, `/metrics`.
+//! - [`metrics`]: every metric name and label, and the Prometheus rendering.
+//! - [`healthcheck`]: the `healthcheck` command for container healthchecks.
 //! - [`app`]: wiring of all the above; [`demo`]: the one-command demo.
 //! - [`simulator`]: an offline WeChat token API with WeChat's rules and fault injection.
 //! - [`telemetry`], [`shutdown`]: logging and signals.
@@ -23,7 +26,9 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod healthcheck;
 pub mod http;
+pub mod metrics;
 pub mod refresh;
 pub mod shutdown;
 pub mod simulator;

@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::refresh::RefreshError;
+use crate::refresh::quota::Refusal;
 use crate::upstream;
 
 /// An error response: `{"error": CODE, "message": ..., "errcode"?, "errmsg"?}`.
@@ -74,6 +76,32 @@ impl ApiError {
             e.errmsg = Some(error.to_string());
         }
         e
+    }
+}
+
+impl ApiError {
+    /// A refresh that gave no token newer than the caller's:
+    /// - WeChat refused, or today's quota is used up (45009): 502 `refresh failed`
+    ///   with `errcode` and `errmsg`, the seed's failure shape;
+    /// - the quota guard keeps the rest of today's quota for scheduled refreshes and no
+    ///   token with life left is held: 429 `quota reserved`, so clients can tell "wait"
+    ///   from "broken". (While a token has life left, a refused force refresh answers
+    ///   200 with it and never gets here.)
+    pub fn refresh(error: &RefreshError) -> Self {
+        match error {
+            RefreshError::Upstream(e) => Self::upstream(e),
+            RefreshError::Quota(refusal @ Refusal::Exhausted { .. }) => {
+                let mut e = Self::new(StatusCode::BAD_GATEWAY, "refresh failed")
+                    .with_message(refusal.to_string());
+                e.errcode = error.errcode();
+                e.errmsg = Some(refusal.to_string());
+                e
+            }
+            RefreshError::Quota(refusal @ Refusal::Reserved { .. }) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "quota reserved")
+                    .with_message(refusal.to_string())
+            }
+        }
     }
 }
 

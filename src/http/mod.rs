@@ -1,18 +1,23 @@
 //! The HTTP API: the router and the state its handlers share.
 //!
 //! - [`legacy`]: the Python original's `/wechat/token` routes.
-//! - [`health`]: `/`, `/healthz`, `/readyz`.
+//! - [`health`]: `/healthz`, `/readyz`.
+//! - [`status_page`]: `/`, the status page for people.
+//! - [`metrics`]: `/metrics` and the request-measuring middleware.
 //! - [`error`]: error responses.
 
 pub mod error;
 mod health;
 mod legacy;
+mod metrics;
+mod status_page;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::get;
 use tower_http::timeout::TimeoutLayer;
 
@@ -52,16 +57,22 @@ impl AppState {
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
+    let metrics = state.refresher.metrics().clone();
     Router::new()
         .route("/wechat/token", get(legacy::get_token))
         .route("/wechat/token/forcerefresh", get(legacy::force_refresh))
-        .route("/", get(health::index))
+        .route("/", get(status_page::index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(|| async { error::ApiError::not_found() })
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        // Outermost, so that timeouts are measured too. `Router::layer` wraps each
+        // route after it was matched, so `MatchedPath` is there; the fallback has none
+        // and is counted as "unmatched".
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)
 }

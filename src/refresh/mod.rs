@@ -4,10 +4,18 @@
 //!
 //! - [`credential`]: one token's state (current value, single-flight lock, status).
 //! - [`flight`]: the single-flight refresh path shared by every trigger.
+//! - [`call`]: one upstream call with its quota check, metrics and failure log.
+//! - [`quota`]: the quota guard (daily counts, reserve, 45009).
 //! - [`schedule`]: when to refresh next (lead time, backoff) and the per-token task.
+//! - [`readiness`]: what keeps this instance from being ready.
+//! - [`error`]: why a refresh gave no token.
 
+mod call;
 mod credential;
+mod error;
 mod flight;
+pub mod quota;
+mod readiness;
 mod schedule;
 
 use std::collections::HashMap;
@@ -15,11 +23,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use credential::{Credential, Status, Token};
-pub use flight::{Decision, RefreshError};
+pub use error::RefreshError;
+pub use flight::Decision;
+pub use quota::QuotaGuard;
 pub use schedule::{backoff, refresh_lead};
 
 use crate::config::{Config, RefreshConfig};
 use crate::domain::from_unix_millis;
+use crate::metrics::Metrics;
 use crate::store::TokenStore;
 use crate::upstream::Upstream;
 
@@ -69,10 +80,17 @@ pub struct Refresher {
     store: Arc<dyn TokenStore>,
     upstream: Upstream,
     settings: RefreshConfig,
+    quota: QuotaGuard,
+    metrics: Arc<Metrics>,
 }
 
 impl Refresher {
-    pub fn new(config: &Config, store: Arc<dyn TokenStore>, upstream: Upstream) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn TokenStore>,
+        upstream: Upstream,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let mut apps: HashMap<String, HashMap<String, Arc<Credential>>> = HashMap::new();
         let mut ordered = Vec::new();
         for app in &config.apps {
@@ -87,14 +105,17 @@ impl Refresher {
         Self {
             apps,
             ordered,
+            quota: QuotaGuard::new(config.quota, store.clone()),
             store,
             upstream,
             settings: config.refresh.clone(),
+            metrics,
         }
     }
 
     /// Loads stored tokens that still have life left, so that a restart serves them at
-    /// once without calling WeChat. Returns how many were restored.
+    /// once without calling WeChat, and today's quota counts. Returns how many tokens
+    /// were restored.
     ///
     /// # Errors
     /// When the store cannot be read at all.
@@ -113,6 +134,9 @@ impl Refresher {
             cred.install(Token::from_stored(&stored, Trigger::Restored));
             restored += 1;
         }
+        let mut apps: Vec<&Arc<str>> = self.ordered.iter().map(|c| &c.labels.app).collect();
+        apps.dedup();
+        self.quota.restore(apps, now).await?;
         Ok(restored)
     }
 
@@ -157,5 +181,15 @@ impl Refresher {
     /// The refresh settings in force.
     pub fn settings(&self) -> &RefreshConfig {
         &self.settings
+    }
+
+    /// The quota guard, for the status page and metrics.
+    pub fn quota(&self) -> &QuotaGuard {
+        &self.quota
+    }
+
+    /// The metrics this refresher records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }

@@ -35,20 +35,31 @@ impl Refresher {
         let due_in = live.as_ref().map_or(Duration::ZERO, |t| {
             t.remaining(now).saturating_sub(refresh_lead(t.lifetime()))
         });
+        if let Some(until) = self.quota.blocked_until(&cred.labels, now) {
+            // WeChat said 45009: calling before its day rolls over only gets 45009 again.
+            return due_in.max(until.duration_since(now).unwrap_or_default());
+        }
         let status = cred.status();
         if status.consecutive_failures == 0 {
             return due_in;
         }
         let s = &self.settings;
-        let mut retry = jitter(backoff(
-            status.consecutive_failures,
-            s.min_retry_delay,
-            s.max_retry_delay,
-        ));
-        if let Some(token) = &live {
-            // Keep retrying often enough to replace the token before it dies.
-            retry = retry.min((token.remaining(now) / 2).max(s.min_retry_delay));
-        }
+        let retry = if cred.needs_person().is_some() {
+            // Retrying at full speed cannot fix a wrong secret or a missing whitelist
+            // entry; it only spends quota and fills the logs.
+            s.needs_person_retry_delay
+        } else {
+            let mut retry = jitter(backoff(
+                status.consecutive_failures,
+                s.min_retry_delay,
+                s.max_retry_delay,
+            ));
+            if let Some(token) = &live {
+                // Keep retrying often enough to replace the token before it dies.
+                retry = retry.min((token.remaining(now) / 2).max(s.min_retry_delay));
+            }
+            retry
+        };
         let since_failure = status
             .last_attempt_at
             .and_then(|at| now.duration_since(at).ok())

@@ -46,6 +46,50 @@ async fn store_contract(store: &dyn TokenStore) {
         ]
     );
     assert_eq!(all[0], token("default", "access_token", "A2", 2));
+
+    quota_contract(store).await;
+}
+
+async fn quota_contract(store: &dyn TokenStore) {
+    let day = 19_723;
+    assert!(store.load_quota("default", day).await.unwrap().is_empty());
+    for expected in 1..=3 {
+        let n = store
+            .add_quota_use("default", "/cgi-bin/token", day)
+            .await
+            .unwrap();
+        assert_eq!(n, expected);
+    }
+    store
+        .add_quota_use("default", "/cgi-bin/ticket/getticket", day)
+        .await
+        .unwrap();
+    store
+        .add_quota_use("shop", "/cgi-bin/token", day)
+        .await
+        .unwrap();
+    let counts = store.load_quota("default", day).await.unwrap();
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [
+            ("/cgi-bin/ticket/getticket".to_owned(), 1),
+            ("/cgi-bin/token".to_owned(), 3)
+        ]
+    );
+    // A new WeChat day starts from zero.
+    assert!(
+        store
+            .load_quota("default", day + 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let n = store
+        .add_quota_use("default", "/cgi-bin/token", day + 1)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    store.ping().await.unwrap();
 }
 
 #[tokio::test]
@@ -69,10 +113,28 @@ async fn embedded_store_survives_reopening_and_skips_corrupt_files() {
         .unwrap();
     std::fs::write(dir.path().join("tokens/default/ticket.json"), b"{\"torn").unwrap();
     std::fs::write(dir.path().join("tokens/default/.tmpXYZ"), b"partial").unwrap();
+    store
+        .add_quota_use("default", "/cgi-bin/token", 7)
+        .await
+        .unwrap();
     drop(store);
     let reopened = EmbeddedStore::open(dir.path()).unwrap();
     let all = reopened.load_all().await.unwrap();
     assert_eq!(all, [token("default", "access_token", "A1", 1)]);
+    let quota = reopened.load_quota("default", 7).await.unwrap();
+    assert_eq!(quota.get("/cgi-bin/token"), Some(&1));
+    std::fs::write(dir.path().join("quota/default.json"), b"{\"torn").unwrap();
+    assert!(reopened.load_quota("default", 7).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn embedded_store_ping_fails_when_its_folder_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store.ping().await.unwrap();
+    std::fs::remove_dir_all(dir.path().join("tokens")).unwrap();
+    std::fs::write(dir.path().join("tokens"), b"not a folder").unwrap();
+    assert!(store.ping().await.is_err());
 }
 
 #[test]
