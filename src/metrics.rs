@@ -368,6 +368,16 @@ impl Metrics {
         interned
     }
 
+    /// Creates the store series of `backend` at zero, so that alerts on
+    /// `increase(wts_store_errors_total[...])` work before the first error.
+    pub fn declare_store(&self, backend: &'static str, ops: &[&'static str]) {
+        for &op in ops {
+            let labels = StoreLabels { backend, op };
+            let _ = self.store_operations.get_or_create(&labels);
+            let _ = self.store_errors.get_or_create(&labels);
+        }
+    }
+
     /// One store operation and whether it failed.
     pub fn store_operation(&self, backend: &'static str, op: &'static str, ok: bool) {
         let labels = StoreLabels { backend, op };

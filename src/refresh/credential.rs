@@ -106,7 +106,7 @@ pub struct Credential {
     pub(super) completed_flights: AtomicU64,
     /// Highest version seen, so versions keep increasing across restarts.
     version_floor: AtomicU64,
-    /// Wakes the scheduler when the token changed under it.
+    /// Wakes the scheduler when the token or the failure status changed under it.
     pub(super) changed: Notify,
     status: Mutex<Status>,
 }
@@ -192,9 +192,14 @@ impl Credential {
     }
 
     pub(super) fn record_failure(&self, error: &RefreshError, now: SystemTime) {
-        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        status.consecutive_failures = status.consecutive_failures.saturating_add(1);
-        status.last_error = Some((error.clone(), now));
-        status.last_attempt_at = Some(now);
+        {
+            let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+            status.last_error = Some((error.clone(), now));
+            status.last_attempt_at = Some(now);
+        }
+        // A failed force refresh can change when the scheduler should try next (an
+        // error only a person can fix is retried on its own slow clock).
+        self.changed.notify_one();
     }
 }

@@ -170,9 +170,13 @@ impl Refresher {
     }
 
     /// How long forced refreshes wait after a failed call before calling again: an
-    /// error only a person can fix waits `refresh.needs_person_retry_delay`.
+    /// error only a person can fix waits `refresh.needs_person_retry_delay`. After a
+    /// 45009 the quota guard makes no call anyway and answers with the live token, so
+    /// callers get that at once rather than the error.
     fn forced_cooldown(&self, cred: &Credential, error: &RefreshError) -> Duration {
-        if error.needs_person(cred.is_token_call()) {
+        if error.errcode() == Some(super::quota::QUOTA_ERRCODE) {
+            Duration::ZERO
+        } else if error.needs_person(cred.is_token_call()) {
             self.settings.needs_person_retry_delay
         } else {
             self.settings.min_retry_delay
@@ -204,8 +208,11 @@ impl Refresher {
             (None, Trigger::Forced) => since_attempt
                 .is_some_and(|d| d < self.settings.force_min_interval)
                 .then_some(Decision::RateLimited),
+            // Not due yet. But after an error only a person can fix, the scheduler's
+            // slow retry is a probe: it calls, so that the fix is noticed.
             (None, Trigger::Scheduled) => (token.remaining(now)
-                > super::refresh_lead(token.lifetime()))
+                > super::refresh_lead(token.lifetime())
+                && cred.needs_person().is_none())
             .then_some(Decision::Shared),
             (None, Trigger::Dependency | Trigger::Restored) => Some(Decision::Shared),
         }?;

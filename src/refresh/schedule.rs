@@ -44,26 +44,26 @@ impl Refresher {
             return due_in;
         }
         let s = &self.settings;
-        let retry = if cred.needs_person().is_some() {
-            // Retrying at full speed cannot fix a wrong secret or a missing whitelist
-            // entry; it only spends quota and fills the logs.
-            s.needs_person_retry_delay
-        } else {
-            let mut retry = jitter(backoff(
-                status.consecutive_failures,
-                s.min_retry_delay,
-                s.max_retry_delay,
-            ));
-            if let Some(token) = &live {
-                // Keep retrying often enough to replace the token before it dies.
-                retry = retry.min((token.remaining(now) / 2).max(s.min_retry_delay));
-            }
-            retry
-        };
         let since_failure = status
             .last_attempt_at
             .and_then(|at| now.duration_since(at).ok())
             .unwrap_or_default();
+        if cred.needs_person().is_some() {
+            // Retrying at full speed cannot fix a wrong secret or a missing whitelist
+            // entry; it only spends quota and fills the logs. Retrying slowly, even
+            // while the token is not due, notices the fix within this delay, so the
+            // instance turns ready again soon after a person acted.
+            return s.needs_person_retry_delay.saturating_sub(since_failure);
+        }
+        let mut retry = jitter(backoff(
+            status.consecutive_failures,
+            s.min_retry_delay,
+            s.max_retry_delay,
+        ));
+        if let Some(token) = &live {
+            // Keep retrying often enough to replace the token before it dies.
+            retry = retry.min((token.remaining(now) / 2).max(s.min_retry_delay));
+        }
         due_in.max(retry.saturating_sub(since_failure))
     }
 

@@ -8,6 +8,9 @@ use async_trait::async_trait;
 use super::{Error, QuotaCounts, StoredToken, TokenStore};
 use crate::metrics::Metrics;
 
+/// The `op` label of each trait method.
+const OPS: [&str; 5] = ["load_all", "save", "add_quota_use", "load_quota", "ping"];
+
 pub struct Instrumented {
     inner: Arc<dyn TokenStore>,
     metrics: Arc<Metrics>,
@@ -15,6 +18,7 @@ pub struct Instrumented {
 
 impl Instrumented {
     pub fn new(inner: Arc<dyn TokenStore>, metrics: Arc<Metrics>) -> Self {
+        metrics.declare_store(inner.backend(), &OPS);
         Self { inner, metrics }
     }
 
