@@ -15,7 +15,7 @@ use super::{Credential, Refresher, Token, Trigger};
 use crate::domain::token_prefix;
 use crate::upstream;
 
-pub use super::error::RefreshError;
+use super::error::RefreshError;
 
 /// What a force refresh did, for the caller and for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
