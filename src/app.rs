@@ -12,8 +12,9 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::config::{Backend, Config, StoreConfig};
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::refresh::Refresher;
-use crate::store::{EmbeddedStore, MemoryStore, RedisStore, TokenStore};
+use crate::store::{EmbeddedStore, Instrumented, MemoryStore, RedisStore, TokenStore};
 use crate::upstream::Upstream;
 
 /// A server ready to run.
@@ -30,10 +31,14 @@ impl App {
     /// # Errors
     /// When the store cannot be opened or read.
     pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
-        let store = open_store(&config.store)?;
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn TokenStore> = Arc::new(Instrumented::new(
+            open_store(&config.store)?,
+            metrics.clone(),
+        ));
         let upstream = Upstream::new(config.refresh.upstream_timeout)
             .context("cannot initialise the HTTP client")?;
-        let refresher = Arc::new(Refresher::new(&config, store, upstream));
+        let refresher = Arc::new(Refresher::new(&config, store, upstream, metrics));
         // A shared store that is down at start-up is not fatal: the sync task reads it
         // as soon as it answers, and tokens are fetched meanwhile.
         let restored = match refresher.restore().await {

@@ -50,6 +50,17 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Validate a config file and print it resolved, with every secret masked.
     CheckConfig(ConfigArgs),
+    /// Ask a running server whether it is ready: exit 0 when its /readyz answers 200,
+    /// else print what is wrong and exit 1. For container healthchecks.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Flags of `healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Readiness URL of the server to check.
+    #[arg(long, default_value = crate::healthcheck::DEFAULT_URL)]
+    pub url: String,
 }
 
 /// Where the config file is.

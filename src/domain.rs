@@ -76,6 +76,29 @@ pub fn from_unix_millis(millis: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(millis)
 }
 
+/// Seconds in a day.
+const DAY_SECS: u64 = 86_400;
+/// WeChat's day starts at midnight China Standard Time, UTC+8, all year (no DST).
+const CHINA_OFFSET_SECS: u64 = 8 * 3600;
+
+/// Number of WeChat's day (days since 1970-01-01 in UTC+8) for a Unix time in seconds.
+///
+/// WeChat's daily quotas reset when this changes, so the quota guard counts calls per
+/// this day, and the simulator resets its quotas on the same boundary.
+pub fn wechat_day(unix_secs: u64) -> u64 {
+    (unix_secs + CHINA_OFFSET_SECS) / DAY_SECS
+}
+
+/// WeChat's day at `time`.
+pub fn wechat_day_at(time: SystemTime) -> u64 {
+    wechat_day(unix_millis(time) / 1000)
+}
+
+/// When WeChat's day number `day` starts (midnight in China).
+pub fn wechat_day_start(day: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs((day * DAY_SECS).saturating_sub(CHINA_OFFSET_SECS))
+}
+
 /// Is `name` usable as an app or token name? They become file names and Redis keys,
 /// so they are restricted to a safe alphabet.
 pub fn is_valid_name(name: &str) -> bool {
@@ -114,6 +137,25 @@ mod tests {
         assert!(!is_valid_name("a/b"));
         assert!(!is_valid_name("a b"));
         assert!(!is_valid_name(".hidden"));
+    }
+
+    #[test]
+    fn the_wechat_day_changes_at_16_00_utc_which_is_midnight_in_china() {
+        // 1970-01-01T15:59:59Z is 23:59:59 in Beijing; one second later is the next day.
+        assert_eq!(wechat_day(0), 0);
+        assert_eq!(wechat_day(57_599), 0);
+        assert_eq!(wechat_day(57_600), 1);
+        // 2024-01-01T00:00:00+08:00 = 2023-12-31T16:00:00Z = 1_704_038_400.
+        assert_eq!(wechat_day(1_704_038_400), 19_723);
+        assert_eq!(wechat_day(1_704_038_399), 19_722);
+    }
+
+    #[test]
+    fn a_wechat_day_starts_at_its_china_midnight() {
+        let start = wechat_day_start(19_723);
+        assert_eq!(unix_millis(start), 1_704_038_400_000);
+        assert_eq!(wechat_day_at(start), 19_723);
+        assert_eq!(wechat_day_at(start - Duration::from_secs(1)), 19_722);
     }
 
     #[test]

@@ -5,15 +5,19 @@
 //! is bad" reports into at most one upstream call.
 //!
 //! Layout:
-//! - [`cli`]: clap types for `serve`, `demo`, `simulate` and `check-config`.
+//! - [`cli`]: clap types for `serve`, `demo`, `simulate`, `check-config`, `healthcheck`.
 //! - [`config`]: TOML loading, `${VAR}` expansion, validation, masked display.
 //! - [`domain`]: small shared types (secrets, credential keys, log-safe token prefixes).
 //! - [`upstream`]: the WeChat HTTP client and `{{name}}` templates.
 //! - [`store`]: the `TokenStore` trait with embedded (files) and memory backends.
-//! - [`refresh`]: in-memory tokens, the per-token scheduler, single-flight refresh.
+//! - [`refresh`]: in-memory tokens, the per-token scheduler, single-flight refresh, the
+//!   cluster lease, the quota guard, readiness.
 //! - [`auth`]: the request secret and client keys, scopes and networks.
-//! - [`http`]: the router, the seed routes, the JSON API `/v1`, health, error responses.
+//! - [`http`]: the router, the seed routes, the JSON API `/v1`, health and status page,
+//!   `/metrics`.
 //! - [`jssdk`]: JS-SDK signatures.
+//! - [`metrics`]: every metric name and label, and the Prometheus rendering.
+//! - [`healthcheck`]: the `healthcheck` command for container healthchecks.
 //! - [`app`]: wiring of all the above; [`demo`]: the one-command demo.
 //! - [`simulator`]: an offline WeChat token API with WeChat's rules and fault injection.
 //! - [`telemetry`], [`shutdown`]: logging and signals.
@@ -24,8 +28,10 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod healthcheck;
 pub mod http;
 pub mod jssdk;
+pub mod metrics;
 pub mod refresh;
 pub mod shutdown;
 pub mod simulator;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use wechat_token_server::cli::{Cli, Command};
 use wechat_token_server::config::Config;
-use wechat_token_server::{app::App, demo, shutdown, simulator, telemetry};
+use wechat_token_server::{app::App, demo, healthcheck, shutdown, simulator, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -50,6 +50,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Command::Demo(args) => demo::run(args, shutdown).await,
             Command::Simulate(args) => simulator::run_cli(args, shutdown).await,
+            Command::Healthcheck(args) => {
+                healthcheck::check(&args.url).await?;
+                println!("ready");
+                Ok(())
+            }
             Command::CheckConfig(_) => unreachable!("handled above"),
         }
     })

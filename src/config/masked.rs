@@ -50,7 +50,19 @@ pub fn render(config: &Config) -> String {
         "upstream_timeout".into(),
         r.upstream_timeout.as_secs_f64().into(),
     );
+    refresh.insert(
+        "needs_person_retry_delay".into(),
+        r.needs_person_retry_delay.as_secs_f64().into(),
+    );
     root.insert("refresh".into(), refresh.into());
+
+    let mut quota = Table::new();
+    quota.insert(
+        "daily_limit".into(),
+        clamp_i64(config.quota.daily_limit).into(),
+    );
+    quota.insert("reserve".into(), clamp_i64(config.quota.reserve).into());
+    root.insert("quota".into(), quota.into());
 
     // Apps are shown in their expanded form (the sources each app really uses), in
     // dependency order, which is the most useful view when debugging a config.
@@ -93,6 +105,11 @@ pub fn render(config: &Config) -> String {
         root.insert("clients".into(), clients.into());
     }
     toml::to_string_pretty(&root).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+}
+
+/// TOML integers are i64.
+fn clamp_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn source_table(source: &SourceConfig) -> Table {

@@ -54,6 +54,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub refresh: RefreshConfig,
+    pub quota: QuotaConfig,
     /// Every app with its sources in dependency order: `default` (from `[sources]`)
     /// first, then `[apps.NAME]` by name.
     pub apps: Vec<AppConfig>,
@@ -94,6 +95,36 @@ pub struct RefreshConfig {
     pub force_min_interval: Duration,
     /// Timeout of one call to WeChat.
     pub upstream_timeout: Duration,
+    /// Retry delay after an error that only a person can fix (wrong AppSecret, IP not
+    /// whitelisted, ...): retrying at full speed would only spend quota and fill logs.
+    pub needs_person_retry_delay: Duration,
+}
+
+/// `[quota]`: the guard that keeps force refreshes and retries from spending the quota
+/// that scheduled refreshes need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaConfig {
+    /// WeChat's daily limit per app and token API (2000 for `/cgi-bin/token`).
+    pub daily_limit: u64,
+    /// Calls kept for scheduled refreshes: force refreshes and retries stop once
+    /// `daily_limit - reserve` calls were made today. Always below `daily_limit`.
+    pub reserve: u64,
+}
+
+impl QuotaConfig {
+    /// Calls today after which force refreshes and retries stop.
+    pub fn discretionary_limit(&self) -> u64 {
+        self.daily_limit - self.reserve
+    }
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            daily_limit: 2000,
+            reserve: 200,
+        }
+    }
 }
 
 impl Config {
@@ -151,6 +182,10 @@ impl Config {
                 raw.refresh.force_min_interval,
             )?,
             upstream_timeout: seconds("refresh.upstream_timeout", raw.refresh.upstream_timeout)?,
+            needs_person_retry_delay: seconds(
+                "refresh.needs_person_retry_delay",
+                raw.refresh.needs_person_retry_delay,
+            )?,
         };
         if refresh.max_retry_delay < refresh.min_retry_delay {
             return Err(Error::invalid(
@@ -158,6 +193,7 @@ impl Config {
                 "must not be smaller than refresh.min_retry_delay",
             ));
         }
+        let quota = quota(&raw.quota)?;
         let mut apps = Vec::new();
         if !raw.sources.is_empty() {
             apps.push(sources::generic_app(DEFAULT_APP, raw.sources)?);
@@ -190,6 +226,7 @@ impl Config {
                 key_prefix: raw.store.key_prefix,
             },
             refresh,
+            quota,
             apps,
             clients,
         })
@@ -221,6 +258,28 @@ fn serde_error(prefix: &str, e: serde_path_to_error::Error<toml::de::Error>) -> 
         key = "config".to_owned();
     }
     Error::invalid(key, message)
+}
+
+fn quota(raw: &raw::RawQuota) -> Result<QuotaConfig, Error> {
+    if raw.daily_limit == 0 {
+        return Err(Error::invalid(
+            "quota.daily_limit",
+            "must be at least 1 (WeChat's limit for /cgi-bin/token is 2000)",
+        ));
+    }
+    if raw.reserve >= raw.daily_limit {
+        return Err(Error::invalid(
+            "quota.reserve",
+            format!(
+                "must be smaller than quota.daily_limit ({}), or force refreshes could never call WeChat",
+                raw.daily_limit
+            ),
+        ));
+    }
+    Ok(QuotaConfig {
+        daily_limit: raw.daily_limit,
+        reserve: raw.reserve,
+    })
 }
 
 fn seconds(key: &str, value: f64) -> Result<Duration, Error> {

@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub server: RawServer,
     pub store: RawStore,
     pub refresh: RawRefresh,
+    pub quota: RawQuota,
     pub sources: BTreeMap<String, RawSource>,
     /// `[apps.NAME]` presets, kept as tables: which keys are allowed depends on the
     /// `platform` key, so each is deserialised by `presets` once that is known.
@@ -93,6 +94,7 @@ pub struct RawRefresh {
     pub max_retry_delay: f64,
     pub force_min_interval: f64,
     pub upstream_timeout: f64,
+    pub needs_person_retry_delay: f64,
 }
 
 impl Default for RawRefresh {
@@ -103,6 +105,24 @@ impl Default for RawRefresh {
             max_retry_delay: 60.0,
             force_min_interval: 30.0,
             upstream_timeout: 10.0,
+            needs_person_retry_delay: 300.0,
+        }
+    }
+}
+
+/// `[quota]`: calls per app and API per WeChat day.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuota {
+    pub daily_limit: u64,
+    pub reserve: u64,
+}
+
+impl Default for RawQuota {
+    fn default() -> Self {
+        Self {
+            daily_limit: 2000,
+            reserve: 200,
         }
     }
 }

@@ -154,6 +154,33 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(config.server.bind.port(), 12123);
     assert_eq!(config.refresh.force_min_interval, Duration::from_secs(30));
     assert_eq!(config.apps[0].sources.len(), 2);
+    assert_eq!(
+        config.quota,
+        QuotaConfig {
+            daily_limit: 2000,
+            reserve: 200
+        }
+    );
+    assert_eq!(
+        config.refresh.needs_person_retry_delay,
+        Duration::from_secs(300)
+    );
+}
+
+#[test]
+fn the_quota_reserve_must_leave_room_for_force_refreshes() {
+    let config = Config::parse(SEED, &env).unwrap();
+    assert_eq!(config.quota.discretionary_limit(), 1800);
+    let e = err(&format!(
+        "{SEED}\n[quota]\ndaily_limit = 100\nreserve = 100\n"
+    ));
+    assert!(e.contains("quota.reserve"), "{e}");
+    let e = err(&format!("{SEED}\n[quota]\ndaily_limit = 0\nreserve = 0\n"));
+    assert!(e.contains("quota.daily_limit"), "{e}");
+    let e = err(&format!("{SEED}\n[quota]\nreserve = -1\n"));
+    assert!(e.contains("quota.reserve"), "{e}");
+    let e = err(&format!("{SEED}\n[quota]\nlimit = 5\n"));
+    assert!(e.contains("limit"), "{e}");
 }
 
 const PRESETS: &str = r#"

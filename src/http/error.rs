@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::refresh::RefreshError;
+use crate::refresh::quota::Refusal;
 use crate::upstream;
 
 /// An error response: `{"error": CODE, "message": ..., "errcode"?, "errmsg"?}`.
@@ -133,12 +135,17 @@ impl ApiError {
         Self::new(code.status(), code.as_str()).with_message(message)
     }
 
-    /// 502 of `/v1`, with WeChat's errcode and errmsg.
-    pub fn v1_upstream(error: &upstream::Error) -> Self {
-        Self {
-            error: Code::UpstreamError.as_str(),
-            ..Self::upstream(error)
-        }
+    /// A failed refresh on `/v1`: 502 `upstream_error` with WeChat's errcode and
+    /// errmsg, or 429 `rate_limited` when the quota guard keeps the rest of today's
+    /// quota for scheduled refreshes.
+    pub fn v1_refresh(error: &RefreshError) -> Self {
+        let mut e = Self::refresh(error);
+        e.error = if e.status == StatusCode::TOO_MANY_REQUESTS {
+            Code::RateLimited.as_str()
+        } else {
+            Code::UpstreamError.as_str()
+        };
+        e
     }
 
     /// 403 of the seed routes, `{"error": "forbidden"}`: the key is known, the token
@@ -151,6 +158,30 @@ impl ApiError {
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
+    }
+
+    /// A refresh that gave no token newer than the caller's:
+    /// - WeChat refused, or today's quota is used up (45009): 502 `refresh failed`
+    ///   with `errcode` and `errmsg`, the seed's failure shape;
+    /// - the quota guard keeps the rest of today's quota for scheduled refreshes and no
+    ///   token with life left is held: 429 `quota reserved`, so clients can tell "wait"
+    ///   from "broken". (While a token has life left, a refused force refresh answers
+    ///   200 with it and never gets here.)
+    pub fn refresh(error: &RefreshError) -> Self {
+        match error {
+            RefreshError::Upstream(e) => Self::upstream(e),
+            RefreshError::Quota(refusal @ Refusal::Exhausted { .. }) => {
+                let mut e = Self::new(StatusCode::BAD_GATEWAY, "refresh failed")
+                    .with_message(refusal.to_string());
+                e.errcode = error.errcode();
+                e.errmsg = Some(refusal.to_string());
+                e
+            }
+            RefreshError::Quota(refusal @ Refusal::Reserved { .. }) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "quota reserved")
+                    .with_message(refusal.to_string())
+            }
+        }
     }
 }
 

@@ -165,7 +165,7 @@ pub async fn force_refresh(
             tracing::debug!(app = %cred.key.app, token = %cred.key.name, decision = decision.as_str(), "force refresh");
             token_response(reply_name(&params, &cred), &token, SystemTime::now())
         }
-        Err(error) => ApiError::upstream(&error).into_response(),
+        Err(error) => ApiError::refresh(&error).into_response(),
     }
 }
 

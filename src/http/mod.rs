@@ -3,13 +3,17 @@
 //! - [`legacy`]: the Python original's `/wechat/token` routes.
 //! - [`v1`]: the JSON API.
 //! - [`caller`]: who is calling and what they may do, for both.
-//! - [`health`]: `/`, `/healthz`, `/readyz`.
+//! - [`health`]: `/healthz`, `/readyz`.
+//! - [`status_page`]: `/`, the status page for people.
+//! - [`metrics`]: `/metrics` and the request-measuring middleware.
 //! - [`error`]: error responses.
 
 mod caller;
 pub mod error;
 mod health;
 mod legacy;
+mod metrics;
+mod status_page;
 pub mod v1;
 
 use std::collections::HashMap;
@@ -18,6 +22,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{StatusCode, Uri};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::timeout::TimeoutLayer;
@@ -76,6 +81,7 @@ pub fn router(state: AppState) -> Router {
     // Only routes that can wait (on WeChat) get a timeout: a timer per request would
     // be a measurable cost on the token route, which never waits.
     let timeout = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT);
+    let metrics = state.refresher.metrics().clone();
     Router::new()
         .route("/wechat/token", get(legacy::get_token))
         .route(
@@ -90,10 +96,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(v1::status))
         .route("/v1/jssdk/{app}/signature", get(v1::jssdk_signature))
         .route("/v1/openapi.json", get(v1::openapi))
-        .route("/", get(health::index))
+        .route("/", get(status_page::index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
+        // Outermost, so that timeouts are measured too. `Router::layer` wraps each
+        // route after it was matched, so `MatchedPath` is there; the fallback has none
+        // and is counted as "unmatched".
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)
 }
 

@@ -185,7 +185,7 @@ pub async fn refresh(
             );
             Ok(token_body(cred, &token))
         }
-        Err(error) => Err(ApiError::v1_upstream(&error)),
+        Err(error) => Err(ApiError::v1_refresh(&error)),
     }
 }
 

@@ -5,14 +5,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::Trigger;
+use super::error::RefreshError;
 use super::flight::FlightState;
 use crate::config::SourceConfig;
 use crate::domain::{CredentialKey, from_unix_millis, unix_millis};
+use crate::metrics::CredentialLabels;
 use crate::store::StoredToken;
-use crate::upstream;
+use crate::upstream::errcode::Advice;
 
 /// A token as served.
 #[derive(Clone, PartialEq, Eq)]
@@ -83,7 +85,7 @@ pub struct Status {
     /// Failed attempts since the last success.
     pub consecutive_failures: u32,
     /// The last failure and when it happened; kept after a success for the status page.
-    pub last_error: Option<(upstream::Error, SystemTime)>,
+    pub last_error: Option<(RefreshError, SystemTime)>,
     /// When the last attempt (successful or not) ended.
     pub last_attempt_at: Option<SystemTime>,
 }
@@ -92,6 +94,8 @@ pub struct Status {
 pub struct Credential {
     pub key: CredentialKey,
     pub source: SourceConfig,
+    /// Its metric labels, resolved once so that recording never allocates.
+    pub labels: CredentialLabels,
     /// The token being served. A std lock: held only to clone or swap an `Arc`, never
     /// across an await, so readers are never blocked behind a refresh.
     current: RwLock<Option<Arc<Token>>>,
@@ -105,19 +109,25 @@ pub struct Credential {
     /// The version of the token being served, for tasks that wait for it to change
     /// (the scheduler, a caller waiting for another instance's refresh).
     installed: watch::Sender<u64>,
+    /// Wakes the scheduler when the failure status changed under it (a failed force
+    /// refresh can change when it should try next).
+    pub(super) failed: Notify,
     status: Mutex<Status>,
 }
 
 impl Credential {
     pub fn new(app: &str, source: SourceConfig) -> Self {
+        let endpoint = source.urls.first().map_or("", |url| url.path());
         Self {
             key: CredentialKey::new(app, &source.name),
+            labels: CredentialLabels::new(app, &source.name, endpoint),
             source,
             current: RwLock::new(None),
             flight: tokio::sync::Mutex::new(FlightState::default()),
             completed_flights: AtomicU64::new(0),
             version_floor: AtomicU64::new(0),
             installed: watch::Sender::new(0),
+            failed: Notify::new(),
             status: Mutex::new(Status::default()),
         }
     }
@@ -139,8 +149,8 @@ impl Credential {
     pub(crate) fn install(&self, token: Token) -> Arc<Token> {
         self.version_floor
             .fetch_max(token.version, Ordering::SeqCst);
-        let token = Arc::new(token);
         let version = token.version;
+        let token = Arc::new(token);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
         self.installed.send_replace(version);
         token
@@ -200,10 +210,33 @@ impl Credential {
         status.last_attempt_at = Some(now);
     }
 
-    pub(super) fn record_failure(&self, error: &upstream::Error, now: SystemTime) {
-        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        status.consecutive_failures = status.consecutive_failures.saturating_add(1);
-        status.last_error = Some((error.clone(), now));
-        status.last_attempt_at = Some(now);
+    /// Is this the call that turns the app's id and secret into a token (no
+    /// `{{dependency}}`)? WeChat's 40001 means a wrong secret there.
+    pub fn is_token_call(&self) -> bool {
+        self.source.deps.is_empty()
+    }
+
+    /// The advice for the error that is failing this credential now, if only a person
+    /// can fix it.
+    pub fn needs_person(&self) -> Option<(RefreshError, Advice)> {
+        let status = self.status();
+        if status.consecutive_failures == 0 {
+            return None;
+        }
+        let (error, _) = status.last_error?;
+        let advice = error.advice(self.is_token_call())?;
+        advice.needs_person.then_some((error, advice))
+    }
+
+    pub(super) fn record_failure(&self, error: &RefreshError, now: SystemTime) {
+        {
+            let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+            status.last_error = Some((error.clone(), now));
+            status.last_attempt_at = Some(now);
+        }
+        // A failed force refresh can change when the scheduler should try next (an
+        // error only a person can fix is retried on its own slow clock).
+        self.failed.notify_one();
     }
 }

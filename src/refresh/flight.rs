@@ -1,15 +1,17 @@
 //! The single-flight refresh path. Every refresh (scheduled, forced, or needed by a
 //! dependent token) goes through [`Refresher::refresh`], which holds the credential's
 //! `flight` lock while it calls WeChat. Callers that queued behind a refresh see that
-//! the attempt counter moved while they waited and take its outcome instead of calling
-//! WeChat again: a storm of N requests costs one upstream call.
+//! the count of completed flights moved while they waited and take its outcome instead
+//! of calling WeChat again: a storm of N requests costs one upstream call. With a
+//! shared store, the cluster lease (see `lease`) does the same across instances.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::call::log_failure;
 use super::lease::Acquired;
 use super::stable::Mode;
 use super::{Credential, Refresher, Token, Trigger};
@@ -17,20 +19,23 @@ use crate::domain::token_prefix;
 use crate::store::SaveOutcome;
 use crate::upstream;
 
-/// Refreshes fail with WeChat's (or the network's) error.
-pub type RefreshError = upstream::Error;
+use super::error::RefreshError;
 
 /// What a force refresh did, for the caller and for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// This call fetched a new token from WeChat.
+    /// This call fetched a new token from WeChat (or tried to, and failed).
     Performed,
     /// Another call's refresh, in flight while this one waited, answered it.
     Shared,
     /// The `stale` token given is no longer the current one: the current one answers.
     Stale,
-    /// No `stale` token given and the token was refreshed too recently.
+    /// No `stale` token given and the token was refreshed too recently, or WeChat failed
+    /// a moment ago.
     RateLimited,
+    /// The quota guard keeps the rest of today's quota for scheduled refreshes: the
+    /// current token answers if it has life left, else an error.
+    QuotaRefused,
     /// WeChat still accepts the `stale` token (stable_token sources probe before a
     /// forced call): it is answered, and nothing is spent.
     StillValid,
@@ -43,17 +48,21 @@ impl Decision {
             Decision::Shared => "shared",
             Decision::Stale => "stale",
             Decision::RateLimited => "rate_limited",
+            Decision::QuotaRefused => "quota_refused",
             Decision::StillValid => "still_valid",
         }
     }
 }
+
+/// A decision with its answer.
+type Attempt = (Decision, Result<Arc<Token>, RefreshError>);
 
 /// State guarded by the flight lock.
 #[derive(Debug, Default)]
 pub struct FlightState {
     /// Outcome of the last attempt, handed to callers that waited for it.
     last_error: Option<RefreshError>,
-    /// When the last upstream call ended, for the force rate limit.
+    /// When the last upstream call ended, for the cool-down after a failure.
     last_attempt: Option<Instant>,
     /// stable_token's forced calls spent (see `stable`).
     stable: super::stable::ForcedBudget,
@@ -64,18 +73,19 @@ impl Refresher {
     /// token, rate-limited by `refresh.force_min_interval`).
     ///
     /// # Errors
-    /// WeChat's error when the refresh failed and no token newer than `stale` exists.
+    /// WeChat's error when the refresh failed and no token newer than `stale` exists;
+    /// the quota guard's refusal when no token with life left is held.
     pub async fn force_refresh(
         &self,
         cred: &Arc<Credential>,
         stale: Option<&str>,
     ) -> Result<(Arc<Token>, Decision), RefreshError> {
-        if let (Some(stale), Some(token)) = (stale, cred.live_token(SystemTime::now()))
-            && token.value != stale
-        {
-            return Ok((token, Decision::Stale)); // no lock, no call
-        }
-        self.refresh(cred, Trigger::Forced, stale).await
+        let (decision, result) = match (stale, cred.live_token(SystemTime::now())) {
+            (Some(stale), Some(token)) if token.value != stale => (Decision::Stale, Ok(token)), // no lock, no call
+            _ => self.attempt(cred, Trigger::Forced, stale).await,
+        };
+        self.metrics.force_refresh(&cred.labels, decision.as_str());
+        result.map(|token| (token, decision))
     }
 
     /// Refreshes `cred` unless the wait for the flight lock made it unnecessary.
@@ -85,6 +95,17 @@ impl Refresher {
         trigger: Trigger,
         stale: Option<&str>,
     ) -> Result<(Arc<Token>, Decision), RefreshError> {
+        let (decision, result) = self.attempt(cred, trigger, stale).await;
+        result.map(|token| (token, decision))
+    }
+
+    /// The single-flight refresh: decides whether a call is needed and makes it.
+    async fn attempt(
+        &self,
+        cred: &Arc<Credential>,
+        trigger: Trigger,
+        stale: Option<&str>,
+    ) -> Attempt {
         let flights_seen = cred.completed_flights.load(Ordering::Acquire);
         let mut flight = cred.flight.lock().await;
         let now = SystemTime::now();
@@ -94,21 +115,18 @@ impl Refresher {
             // A refresh ended while we queued: share its outcome.
             match (&current, &flight.last_error) {
                 (Some(token), _) if stale.is_none_or(|s| s != token.value) => {
-                    return Ok((token.clone(), Decision::Shared));
+                    return (Decision::Shared, Ok(token.clone()));
                 }
-                (_, Some(error)) => return Err(error.clone()),
+                (_, Some(error)) => return (Decision::Shared, Err(error.clone())),
                 _ => {} // it succeeded but did not replace `stale` (or expired): go on
             }
         }
         let mut current = current;
         let lease = loop {
-            if let Some(answer) = self.answer_without_call(
-                &flight,
-                current.clone(),
-                trigger,
-                stale,
-                SystemTime::now(),
-            ) {
+            let now = SystemTime::now();
+            if let Some(answer) =
+                self.answer_without_call(cred, &flight, current.clone(), trigger, stale, now)
+            {
                 return answer;
             }
             match self.acquire_lease(cred, trigger, stale).await {
@@ -116,8 +134,9 @@ impl Refresher {
                 Ok(Acquired::Updated) => current = cred.live_token(SystemTime::now()),
                 Ok(Acquired::Lease(guard)) => break guard,
                 Err(error) => {
+                    let error = RefreshError::from(error);
                     cred.record_failure(&error, SystemTime::now());
-                    return Err(error);
+                    return (Decision::Performed, Err(error));
                 }
             }
         };
@@ -126,7 +145,7 @@ impl Refresher {
             .stable_mode(cred, &mut flight.stable, trigger, stale, current.as_ref())
             .await
         {
-            Mode::StillAccepted(token) => return Ok((token, Decision::StillValid)),
+            Mode::StillAccepted(token) => return (Decision::StillValid, Ok(token)),
             Mode::Forced => true,
             Mode::Normal => false,
         };
@@ -134,39 +153,87 @@ impl Refresher {
         let result = self.fetch_and_install(cred, trigger, forced).await;
         drop(lease);
         let now = SystemTime::now();
+        self.metrics.refresh(
+            &cred.labels,
+            trigger.as_str(),
+            result
+                .as_ref()
+                .map_or_else(RefreshError::outcome, |_| "ok".into()),
+        );
+        if let Err(RefreshError::Quota(refusal)) = &result {
+            // No call was made, so this is no flight: waiters decide for themselves.
+            return self.refused(cred, trigger, current, refusal, now);
+        }
         flight.last_attempt = Some(Instant::now());
         cred.completed_flights.fetch_add(1, Ordering::AcqRel);
         match result {
             Ok(token) => {
                 flight.last_error = None;
                 cred.record_success(now);
-                Ok((token, Decision::Performed))
+                (Decision::Performed, Ok(token))
             }
             Err(error) => {
-                tracing::warn!(app = %cred.key.app, token = %cred.key.name, trigger = trigger.as_str(), %error, "refresh failed");
+                log_failure(cred, trigger, &error);
                 flight.last_error = Some(error.clone());
                 cred.record_failure(&error, now);
-                Err(error)
+                (Decision::Performed, Err(error))
             }
+        }
+    }
+
+    /// The answer when the quota guard refused the call: a force refresh gets the
+    /// current token while it has life left; the scheduler records an attempt so that
+    /// it backs off instead of asking again at once.
+    fn refused(
+        &self,
+        cred: &Credential,
+        trigger: Trigger,
+        current: Option<Arc<Token>>,
+        refusal: &super::quota::Refusal,
+        now: SystemTime,
+    ) -> Attempt {
+        let error = RefreshError::Quota(refusal.clone());
+        match (trigger, current) {
+            (Trigger::Forced, Some(token)) => (Decision::QuotaRefused, Ok(token)),
+            (Trigger::Forced, None) => (Decision::QuotaRefused, Err(error)),
+            _ => {
+                cred.record_failure(&error, now);
+                (Decision::QuotaRefused, Err(error))
+            }
+        }
+    }
+
+    /// How long forced refreshes wait after a failed call before calling again: an
+    /// error only a person can fix waits `refresh.needs_person_retry_delay`. After a
+    /// 45009 the quota guard makes no call anyway and answers with the live token, so
+    /// callers get that at once rather than the error.
+    fn forced_cooldown(&self, cred: &Credential, error: &RefreshError) -> Duration {
+        if error.errcode() == Some(super::quota::QUOTA_ERRCODE) {
+            Duration::ZERO
+        } else if error.needs_person(cred.is_token_call()) {
+            self.settings.needs_person_retry_delay
+        } else {
+            self.settings.min_retry_delay
         }
     }
 
     /// The answer to give without calling WeChat, when no call is needed.
     fn answer_without_call(
         &self,
+        cred: &Credential,
         flight: &FlightState,
         current: Option<Arc<Token>>,
         trigger: Trigger,
         stale: Option<&str>,
         now: SystemTime,
-    ) -> Option<Result<(Arc<Token>, Decision), RefreshError>> {
+    ) -> Option<Attempt> {
         let since_attempt = flight.last_attempt.map(|at| at.elapsed());
         if let Some(error) = &flight.last_error
             && trigger == Trigger::Forced
-            && since_attempt.is_some_and(|d| d < self.settings.min_retry_delay)
+            && since_attempt.is_some_and(|d| d < self.forced_cooldown(cred, error))
         {
             // WeChat failed a moment ago: calling again at once would only add load.
-            return Some(Err(error.clone()));
+            return Some((Decision::RateLimited, Err(error.clone())));
         }
         let token = current?;
         let decision = match (stale, trigger) {
@@ -175,14 +242,17 @@ impl Refresher {
             (None, Trigger::Forced) => (now.duration_since(token.refreshed_at).unwrap_or_default()
                 < self.settings.force_min_interval)
                 .then_some(Decision::RateLimited),
+            // Not due yet. But after an error only a person can fix, the scheduler's
+            // slow retry is a probe: it calls, so that the fix is noticed.
             (None, Trigger::Scheduled) => (token.remaining(now)
-                > super::refresh_lead(token.lifetime()))
+                > super::refresh_lead(token.lifetime())
+                && cred.needs_person().is_none())
             .then_some(Decision::Shared),
             (None, Trigger::Dependency | Trigger::Restored | Trigger::Peer) => {
                 Some(Decision::Shared)
             }
         }?;
-        Some(Ok((token, decision)))
+        Some((decision, Ok(token)))
     }
 
     /// Calls WeChat (after making sure the tokens it refers to are live), stores the
@@ -211,14 +281,12 @@ impl Refresher {
             deps.push((dep, token));
         }
 
-        let mut result = if forced {
-            self.upstream
-                .fetch_forced(&cred.source, &lookup(&deps))
-                .await
-        } else {
-            self.upstream.fetch(&cred.source, &lookup(&deps)).await
-        };
-        if matches!(&result, Err(e) if e.is_token_rejected()) && !deps.is_empty() {
+        let mut result = self
+            .call_upstream(cred, trigger, forced, &lookup(&deps))
+            .await;
+        if matches!(&result, Err(RefreshError::Upstream(e)) if e.is_token_rejected())
+            && !deps.is_empty()
+        {
             // WeChat rejected the access_token we sent: get a newer one (single-flight,
             // and no call at all if another refresh already replaced it), then retry once.
             tracing::info!(app = %cred.key.app, token = %cred.key.name, "dependency token rejected by WeChat; refreshing it");
@@ -227,7 +295,9 @@ impl Refresher {
                     .await?
                     .0;
             }
-            result = self.upstream.fetch(&cred.source, &lookup(&deps)).await;
+            result = self
+                .call_upstream(cred, trigger, forced, &lookup(&deps))
+                .await;
         }
         let fetched = result?;
 

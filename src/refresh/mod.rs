@@ -4,16 +4,24 @@
 //!
 //! - [`credential`]: one token's state (current value, single-flight lock, status).
 //! - [`flight`]: the single-flight refresh path shared by every trigger.
+//! - [`call`]: one upstream call with its quota check, metrics and failure log.
+//! - [`quota`]: the quota guard (daily counts, reserve, 45009).
 //! - [`schedule`]: when to refresh next (lead time, backoff) and the per-token task.
 //! - [`lease`]: with a shared store, the cluster-wide lease that lets one instance
 //!   refresh a token at a time.
 //! - [`sync`]: with a shared store, adopting tokens other instances stored, and
 //!   writing ours back when the store lost them.
 //! - [`stable`]: when a force refresh may use stable_token's forced mode.
+//! - [`readiness`]: what keeps this instance from being ready.
+//! - [`error`]: why a refresh gave no token.
 
+mod call;
 mod credential;
+mod error;
 mod flight;
 mod lease;
+pub mod quota;
+mod readiness;
 mod schedule;
 mod stable;
 mod sync;
@@ -23,12 +31,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use credential::{Credential, Status, Token};
-pub use flight::{Decision, RefreshError};
+pub use error::RefreshError;
+pub use flight::Decision;
+pub use quota::QuotaGuard;
 pub use schedule::{backoff, refresh_lead};
 pub use stable::{FORCED_PER_DAY, FORCED_SPACING};
 
 use crate::config::{Config, RefreshConfig};
 use crate::domain::from_unix_millis;
+use crate::metrics::Metrics;
 use crate::store::TokenStore;
 use crate::upstream::Upstream;
 
@@ -83,10 +94,17 @@ pub struct Refresher {
     settings: RefreshConfig,
     /// Names this instance in cluster leases.
     instance_id: String,
+    quota: QuotaGuard,
+    metrics: Arc<Metrics>,
 }
 
 impl Refresher {
-    pub fn new(config: &Config, store: Arc<dyn TokenStore>, upstream: Upstream) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn TokenStore>,
+        upstream: Upstream,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let mut apps: HashMap<String, HashMap<String, Arc<Credential>>> = HashMap::new();
         let mut ordered = Vec::new();
         for app in &config.apps {
@@ -101,10 +119,12 @@ impl Refresher {
         Self {
             apps,
             ordered,
+            quota: QuotaGuard::new(config.quota, store.clone()),
             store,
             upstream,
             settings: config.refresh.clone(),
             instance_id: lease::instance_id(),
+            metrics,
         }
     }
 
@@ -114,7 +134,8 @@ impl Refresher {
     }
 
     /// Loads stored tokens that still have life left, so that a restart serves them at
-    /// once without calling WeChat. Returns how many were restored.
+    /// once without calling WeChat, and today's quota counts. Returns how many tokens
+    /// were restored.
     ///
     /// # Errors
     /// When the store cannot be read at all.
@@ -133,6 +154,9 @@ impl Refresher {
             cred.install(Token::from_stored(&stored, Trigger::Restored));
             restored += 1;
         }
+        let mut apps: Vec<&Arc<str>> = self.ordered.iter().map(|c| &c.labels.app).collect();
+        apps.dedup();
+        self.quota.restore(apps, now).await?;
         Ok(restored)
     }
 
@@ -177,5 +201,15 @@ impl Refresher {
     /// The refresh settings in force.
     pub fn settings(&self) -> &RefreshConfig {
         &self.settings
+    }
+
+    /// The quota guard, for the status page and metrics.
+    pub fn quota(&self) -> &QuotaGuard {
+        &self.quota
+    }
+
+    /// The metrics this refresher records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }

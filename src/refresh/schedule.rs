@@ -35,11 +35,26 @@ impl Refresher {
         let due_in = live.as_ref().map_or(Duration::ZERO, |t| {
             t.remaining(now).saturating_sub(refresh_lead(t.lifetime()))
         });
+        if let Some(until) = self.quota.blocked_until(&cred.labels, now) {
+            // WeChat said 45009: calling before its day rolls over only gets 45009 again.
+            return due_in.max(until.duration_since(now).unwrap_or_default());
+        }
         let status = cred.status();
         if status.consecutive_failures == 0 {
             return due_in;
         }
         let s = &self.settings;
+        let since_failure = status
+            .last_attempt_at
+            .and_then(|at| now.duration_since(at).ok())
+            .unwrap_or_default();
+        if cred.needs_person().is_some() {
+            // Retrying at full speed cannot fix a wrong secret or a missing whitelist
+            // entry; it only spends quota and fills the logs. Retrying slowly, even
+            // while the token is not due, notices the fix within this delay, so the
+            // instance turns ready again soon after a person acted.
+            return s.needs_person_retry_delay.saturating_sub(since_failure);
+        }
         let mut retry = jitter(backoff(
             status.consecutive_failures,
             s.min_retry_delay,
@@ -49,10 +64,6 @@ impl Refresher {
             // Keep retrying often enough to replace the token before it dies.
             retry = retry.min((token.remaining(now) / 2).max(s.min_retry_delay));
         }
-        let since_failure = status
-            .last_attempt_at
-            .and_then(|at| now.duration_since(at).ok())
-            .unwrap_or_default();
         due_in.max(retry.saturating_sub(since_failure))
     }
 
@@ -67,7 +78,8 @@ impl Refresher {
     }
 
     /// Sleeps until the token is due, refreshes it, repeats. Wakes early when the token
-    /// changes under it (a force refresh), and stops on cancellation.
+    /// changes under it (a force refresh, another instance's refresh) or a force
+    /// refresh failed, and stops on cancellation.
     async fn run_scheduler(&self, cred: Arc<Credential>, cancel: CancellationToken) {
         let mut installs = cred.watch_installs();
         loop {
@@ -76,6 +88,7 @@ impl Refresher {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 _ = installs.changed() => continue,
+                () = cred.failed.notified() => continue,
                 () = tokio::time::sleep(wait) => {}
             }
             // Errors are logged and recorded by `refresh`; the next loop backs off.

@@ -10,19 +10,14 @@ use tokio::time::Instant;
 
 /// Seconds in a day.
 const DAY_SECS: u64 = 86_400;
-/// WeChat's day starts at midnight China Standard Time, UTC+8, all year (no DST).
-const CHINA_OFFSET_SECS: u64 = 8 * 3600;
 
 /// Furthest the clock may be advanced in total. Far past any token's life, and far from
 /// the point where adding to an `Instant` would overflow.
 pub const MAX_OFFSET: Duration = Duration::from_secs(100 * 365 * DAY_SECS);
 
-/// Number of WeChat's day (days since 1970-01-01 in UTC+8) for a Unix time in seconds.
-///
-/// Daily quotas and the 20 forced stable_token calls per day reset when this changes.
-pub fn wechat_day(unix_secs: u64) -> u64 {
-    (unix_secs + CHINA_OFFSET_SECS) / DAY_SECS
-}
+/// Daily quotas and the 20 forced stable_token calls per day reset when WeChat's day
+/// changes; the server's quota guard uses the same function.
+pub use crate::domain::wechat_day;
 
 /// Monotonic time plus an adjustable offset, with the wall-clock time it corresponds to.
 #[derive(Debug)]

@@ -1,4 +1,5 @@
-//! `backend = "embedded"`: one small JSON file per token under `store.path`.
+//! `backend = "embedded"`: one small JSON file per token under `store.path/tokens`,
+//! and one per app under `store.path/quota` with today's call counts.
 //!
 //! Each write goes to a temporary file in the same folder, is fsynced, then renamed
 //! over the old file, and the folder is fsynced: after a crash at any point the file
@@ -7,17 +8,29 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-use super::{Error, SaveOutcome, StoredToken, TokenStore};
+use super::{Error, QuotaCounts, SaveOutcome, StoredToken, TokenStore};
 use crate::domain::CredentialKey;
 
 pub struct EmbeddedStore {
     root: PathBuf,
-    /// Serialises read-compare-write of one process's saves. One process per folder:
-    /// an embedded store is not shared (use Redis for that).
-    writes: tokio::sync::Mutex<()>,
+    quota_root: PathBuf,
+    /// Serialises the read-modify-write of quota files within this process. The
+    /// embedded store serves one instance; clusters share a Redis store instead.
+    quota_lock: Arc<Mutex<()>>,
+    /// Likewise for the read-compare-write of a token save.
+    token_lock: Arc<Mutex<()>>,
+}
+
+/// The content of `quota/<app>.json`: the counts of one WeChat day.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct QuotaFile {
+    day: u64,
+    calls: QuotaCounts,
 }
 
 impl EmbeddedStore {
@@ -29,18 +42,32 @@ impl EmbeddedStore {
         let root = path.join("tokens");
         std::fs::create_dir_all(&root).map_err(|source| io(&root, source))?;
         // Fail now, not at the first refresh, when the folder is not writable.
-        let probe = tempfile::NamedTempFile::new_in(&root).map_err(|source| io(&root, source))?;
-        drop(probe);
+        probe(&root)?;
+        let quota_root = path.join("quota");
+        std::fs::create_dir_all(&quota_root).map_err(|source| io(&quota_root, source))?;
         Ok(Self {
             root,
-            writes: tokio::sync::Mutex::new(()),
+            quota_root,
+            quota_lock: Arc::default(),
+            token_lock: Arc::default(),
         })
+    }
+
+    fn quota_file_of(&self, app: &str) -> PathBuf {
+        self.quota_root.join(format!("{app}.json"))
     }
 
     fn file_of(&self, app: &str, name: &str) -> PathBuf {
         // Names are restricted to [A-Za-z0-9_.-] by the config, so they are safe here.
         self.root.join(app).join(format!("{name}.json"))
     }
+}
+
+/// Creates and removes a file in `dir`: proves that the folder is writable.
+fn probe(dir: &Path) -> Result<(), Error> {
+    let file = tempfile::NamedTempFile::new_in(dir).map_err(|source| io(dir, source))?;
+    drop(file);
+    Ok(())
 }
 
 fn io(path: &Path, source: std::io::Error) -> Error {
@@ -58,30 +85,86 @@ impl TokenStore for EmbeddedStore {
 
     async fn load_all(&self) -> Result<Vec<StoredToken>, Error> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || load_dir(&root))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))?
+        blocking(move || load_dir(&root)).await
     }
 
     async fn load(&self, key: &CredentialKey) -> Result<Option<StoredToken>, Error> {
         let path = self.file_of(&key.app, &key.name);
-        tokio::task::spawn_blocking(move || read_token(&path))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))?
+        blocking(move || read_token(&path)).await
     }
 
     async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
-        let _write = self.writes.lock().await;
         let path = self.file_of(&token.app, &token.name);
-        let token = token.clone();
-        tokio::task::spawn_blocking(move || {
-            if read_token(&path)?.is_some_and(|stored| stored.version >= token.version) {
+        let bytes = serde_json::to_vec(token).expect("a StoredToken always serialises");
+        let (version, lock) = (token.version, self.token_lock.clone());
+        blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            if read_token(&path)?.is_some_and(|stored| stored.version >= version) {
                 return Ok(SaveOutcome::Outdated);
             }
-            write_atomically(&path, &token).map(|()| SaveOutcome::Saved)
+            write_atomically(&path, &bytes).map(|()| SaveOutcome::Saved)
         })
         .await
+    }
+
+    async fn add_quota_use(&self, app: &str, endpoint: &str, day: u64) -> Result<u64, Error> {
+        let path = self.quota_file_of(app);
+        let endpoint = endpoint.to_owned();
+        let lock = self.quota_lock.clone();
+        blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut file = read_quota(&path, day);
+            let calls = file.calls.entry(endpoint).or_insert(0);
+            *calls += 1;
+            let calls = *calls;
+            let bytes = serde_json::to_vec(&file).expect("quota counts always serialise");
+            write_atomically(&path, &bytes)?;
+            Ok(calls)
+        })
+        .await
+    }
+
+    async fn load_quota(&self, app: &str, day: u64) -> Result<QuotaCounts, Error> {
+        let path = self.quota_file_of(app);
+        blocking(move || Ok(read_quota(&path, day).calls)).await
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        let root = self.root.clone();
+        blocking(move || probe(&root)).await
+    }
+}
+
+/// Runs blocking file I/O off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
         .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// The counts of `day` in a quota file: empty when the file is missing, unreadable
+/// (a count that restarts from zero is better than a server that stops) or of another day.
+fn read_quota(path: &Path, day: u64) -> QuotaFile {
+    let fresh = QuotaFile {
+        day,
+        calls: QuotaCounts::new(),
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice::<QuotaFile>(&bytes) {
+            Ok(file) if file.day == day => file,
+            Ok(_) => fresh,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "ignoring unreadable quota file");
+                fresh
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fresh,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "ignoring unreadable quota file");
+            fresh
+        }
     }
 }
 
@@ -126,14 +209,13 @@ fn read_token(path: &Path) -> Result<Option<StoredToken>, Error> {
     }
 }
 
-fn write_atomically(path: &Path, token: &StoredToken) -> Result<(), Error> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path
         .parent()
-        .expect("token files always live in an app folder");
+        .expect("store files always live in a folder of the store");
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let bytes = serde_json::to_vec(token).expect("a StoredToken always serialises");
     let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| io(dir, e))?;
-    file.write_all(&bytes).map_err(|e| io(path, e))?;
+    file.write_all(bytes).map_err(|e| io(path, e))?;
     file.as_file().sync_all().map_err(|e| io(path, e))?;
     file.persist(path).map_err(|e| io(path, e.error))?;
     // The rename is durable only once the folder entry is on disk.

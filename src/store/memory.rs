@@ -6,12 +6,14 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Error, SaveOutcome, StoredToken, TokenStore};
+use super::{Error, QuotaCounts, SaveOutcome, StoredToken, TokenStore};
 use crate::domain::CredentialKey;
 
 #[derive(Default)]
 pub struct MemoryStore {
     tokens: Mutex<HashMap<CredentialKey, StoredToken>>,
+    /// (app, endpoint) -> (day, calls that day). Only the latest day is kept.
+    quota: Mutex<HashMap<(String, String), (u64, u64)>>,
 }
 
 impl MemoryStore {
@@ -46,5 +48,30 @@ impl TokenStore for MemoryStore {
         }
         tokens.insert(token.key(), token.clone());
         Ok(SaveOutcome::Saved)
+    }
+
+    async fn add_quota_use(&self, app: &str, endpoint: &str, day: u64) -> Result<u64, Error> {
+        let mut quota = self.quota.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = quota
+            .entry((app.to_owned(), endpoint.to_owned()))
+            .or_insert((day, 0));
+        if entry.0 != day {
+            *entry = (day, 0);
+        }
+        entry.1 += 1;
+        Ok(entry.1)
+    }
+
+    async fn load_quota(&self, app: &str, day: u64) -> Result<QuotaCounts, Error> {
+        let quota = self.quota.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(quota
+            .iter()
+            .filter(|((a, _), (d, _))| a == app && *d == day)
+            .map(|((_, endpoint), (_, calls))| (endpoint.clone(), *calls))
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(())
     }
 }

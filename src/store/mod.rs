@@ -4,15 +4,18 @@
 //! written after each refresh and read once at start-up.
 
 mod embedded;
+mod instrumented;
 mod memory;
 mod redis;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
+pub use instrumented::Instrumented;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -95,7 +98,11 @@ pub enum Error {
     Malformed { key: String, message: String },
 }
 
-/// A place to keep tokens across restarts.
+/// Calls counted per endpoint path (e.g. `/cgi-bin/token`) for one app and one day.
+pub type QuotaCounts = BTreeMap<String, u64>;
+
+/// A place to keep tokens across restarts, and the day's quota counts that instances
+/// sharing the store must agree on.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
     /// Backend name for logs and metrics.
@@ -112,6 +119,21 @@ pub trait TokenStore: Send + Sync + 'static {
     /// version of that credential: a writer that lost a race (or its lease) can never
     /// replace a newer token.
     async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error>;
+
+    /// Adds one call to `app`'s count of calls to `endpoint` (a URL path such as
+    /// `/cgi-bin/token`) on WeChat's day number `day` (see [`crate::domain::wechat_day`]),
+    /// and returns the new count, which includes the calls of every instance sharing
+    /// the store. Counts of earlier days may be dropped: only today's matter, since
+    /// WeChat resets its quota at midnight China time. (Redis: `INCR` on a key per app,
+    /// endpoint and day, with a TTL of a day or two.)
+    async fn add_quota_use(&self, app: &str, endpoint: &str, day: u64) -> Result<u64, Error>;
+
+    /// `app`'s counts on `day`, per endpoint; empty when nothing was counted that day.
+    async fn load_quota(&self, app: &str, day: u64) -> Result<QuotaCounts, Error>;
+
+    /// Checks that the store can be written now, for `/readyz`. Cheap enough to run on
+    /// every readiness probe.
+    async fn ping(&self) -> Result<(), Error>;
 
     /// Is the store shared by several instances? Only then are leases and change
     /// notifications needed.
@@ -142,11 +164,6 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Gives a lease back early, if `holder` still has it.
     async fn release_lease(&self, _key: &CredentialKey, _holder: &str) -> Result<(), Error> {
-        Ok(())
-    }
-
-    /// Checks that the store answers, for readiness.
-    async fn ping(&self) -> Result<(), Error> {
         Ok(())
     }
 

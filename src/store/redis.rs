@@ -9,6 +9,8 @@
 //! - `Pwts:lease:{app}:{name}`: the id of the one instance refreshing that token now,
 //!   with a short TTL that the holder renews while its call to WeChat is under way.
 //! - channel `Pwts:updates`: `{app}:{name}` published after each save.
+//! - `Pwts:quota:{app}:{day}`: a hash endpoint -> calls on that WeChat day, shared by
+//!   every instance, expiring two days later.
 //!
 //! Every save is a Lua script that compares versions, so a writer that lost its lease
 //! (or a race) can never replace a newer token.
@@ -22,13 +24,16 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 
-use super::{Error, SaveOutcome, StoreEvent, StoredToken, TokenStore};
+use super::{Error, QuotaCounts, SaveOutcome, StoreEvent, StoredToken, TokenStore};
 use crate::config::DEFAULT_APP;
 use crate::domain::CredentialKey;
 
 /// Redis calls fail after this, so that a dead Redis never stalls a refresh for long;
 /// tokens keep being served from memory meanwhile.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Quota counts outlive their WeChat day by a day, then Redis drops them.
+const QUOTA_TTL_SECS: i64 = 2 * 24 * 3600;
 
 /// Longest wait between attempts to resubscribe to the update channel.
 const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(5);
@@ -113,6 +118,10 @@ impl RedisStore {
 
     fn lease_key(&self, key: &CredentialKey) -> String {
         format!("{}wts:lease:{}:{}", self.prefix, key.app, key.name)
+    }
+
+    fn quota_key(&self, app: &str, day: u64) -> String {
+        format!("{}wts:quota:{app}:{day}", self.prefix)
     }
 
     fn channel(&self) -> String {
@@ -287,6 +296,26 @@ impl TokenStore for RedisStore {
             .invoke_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    async fn add_quota_use(&self, app: &str, endpoint: &str, day: u64) -> Result<u64, Error> {
+        let mut conn = self.conn.clone();
+        let key = self.quota_key(app, day);
+        let (calls,): (u64,) = redis::pipe()
+            .atomic()
+            .hincr(&key, endpoint, 1)
+            .expire(&key, QUOTA_TTL_SECS)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(calls)
+    }
+
+    async fn load_quota(&self, app: &str, day: u64) -> Result<QuotaCounts, Error> {
+        let mut conn = self.conn.clone();
+        let counts: std::collections::HashMap<String, u64> =
+            conn.hgetall(self.quota_key(app, day)).await?;
+        Ok(counts.into_iter().collect())
     }
 
     async fn ping(&self) -> Result<(), Error> {

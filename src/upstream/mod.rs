@@ -1,6 +1,7 @@
 //! The WeChat HTTP client: one call to a token source, its reply parsed, WeChat's
 //! `errcode` turned into a typed error that callers can match on.
 
+pub mod errcode;
 pub mod template;
 
 use std::time::Duration;

@@ -198,8 +198,14 @@ pub fn seed_config_for_memory_with_slow_retries() -> String {
         .replace("max_retry_delay = 0.5", "max_retry_delay = 60")
 }
 
+/// Config for a server on the memory store with the tests' fast retries, on the
+/// simulator given to [`TestApp::start`].
+pub fn seed_config_for_memory_with_fast_retries() -> String {
+    seed_config(SIM_PLACEHOLDER.parse().unwrap(), "backend = \"memory\"", "")
+}
+
 /// Stands for the simulator's address in configs written before it is known.
-const SIM_PLACEHOLDER: &str = "192.0.2.1:9";
+pub const SIM_PLACEHOLDER: &str = "192.0.2.1:9";
 
 /// A running server with its simulator.
 pub struct TestApp {

@@ -180,7 +180,7 @@ async fn the_index_page_lists_tokens_without_their_values() {
         page.contains("default/access_token") && page.contains("default/ticket"),
         "{page}"
     );
-    assert!(page.contains("expires in"), "{page}");
+    assert!(page.contains("Expires in"), "{page}");
     assert!(
         !page.contains(&token[..16]),
         "token leaked on the index page"

@@ -3,6 +3,7 @@
 mod apps;
 mod helpers;
 mod process;
+mod prom;
 mod redis_server;
 
 mod cli;
@@ -10,13 +11,17 @@ mod clients;
 mod cluster;
 mod cluster_processes;
 mod force_refresh;
+mod health;
 mod jssdk;
 mod legacy_api;
+mod metrics;
 mod openapi;
 mod platforms;
+mod quota;
 mod refresh;
 mod restart;
 mod simulator;
 mod stable_token;
+mod status_page;
 mod store_contract;
 mod v1_api;

@@ -1,0 +1,457 @@
+//! Every metric the server exports, in one place: names, labels, help texts, buckets,
+//! and the `/metrics` rendering (Prometheus text format 0.0.4).
+//!
+//! Metric names and labels are part of the contract (users write alerts on them), so
+//! they live here and nowhere else. The registry belongs to the [`Metrics`] value
+//! handed to the refresher and the router: no global state, so each test server has
+//! its own counters.
+//!
+//! The serving path stays cheap: label sets hold `Arc<str>`s resolved once per
+//! credential ([`CredentialLabels`]) or interned once per route, so recording a
+//! request costs a hash lookup and an atomic add, not an allocation.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// `Content-Type` of `GET /metrics`.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+// Names as exported. Counters are registered without `_total`: the encoder adds it.
+/// Counter: calls to WeChat by app, token, endpoint and outcome.
+pub const UPSTREAM_CALLS: &str = "wts_upstream_calls_total";
+/// Histogram: duration of calls to WeChat by app and endpoint.
+pub const UPSTREAM_DURATION: &str = "wts_upstream_duration_seconds";
+/// Gauge: seconds until each token expires (0 when none is held).
+pub const TOKEN_EXPIRES_IN: &str = "wts_token_expires_in_seconds";
+/// Counter: refreshes by app, token, trigger and outcome.
+pub const REFRESHES: &str = "wts_refreshes_total";
+/// Counter: force-refresh requests by app, token and decision.
+pub const FORCE_REFRESH: &str = "wts_force_refresh_total";
+/// Gauge: calls counted today (WeChat's day) by app and endpoint.
+pub const QUOTA_USED: &str = "wts_quota_used";
+/// Gauge: 1 while WeChat's quota of an app's endpoint is used up (45009) for today.
+pub const QUOTA_EXHAUSTED: &str = "wts_quota_exhausted";
+/// Counter: HTTP requests by matched route and status.
+pub const HTTP_REQUESTS: &str = "wts_http_requests_total";
+/// Histogram: HTTP request duration by matched route.
+pub const HTTP_DURATION: &str = "wts_http_request_duration_seconds";
+/// Counter: store operations by backend and operation.
+pub const STORE_OPERATIONS: &str = "wts_store_operations_total";
+/// Counter: failed store operations by backend and operation.
+pub const STORE_ERRORS: &str = "wts_store_errors_total";
+/// Gauge: 1 when `/readyz` would answer 200.
+pub const READY: &str = "wts_ready";
+
+/// Route label of requests that matched no route, so scanners cannot create series.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Upper bounds of the upstream latency buckets: WeChat answers in tens of ms, a
+/// struggling host in seconds, and the client times out at `refresh.upstream_timeout`.
+const UPSTREAM_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Upper bounds of the HTTP latency buckets: serving a token takes microseconds, a
+/// force refresh one upstream call.
+const HTTP_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+
+/// The labels of one credential, resolved once so that recording never allocates.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CredentialLabels {
+    pub app: Arc<str>,
+    pub token: Arc<str>,
+    /// The URL path of the token's source, e.g. `/cgi-bin/token`: WeChat counts quota
+    /// per API, and the host does not matter.
+    pub endpoint: Arc<str>,
+}
+
+impl CredentialLabels {
+    pub fn new(app: &str, token: &str, endpoint: &str) -> Self {
+        Self {
+            app: app.into(),
+            token: token.into(),
+            endpoint: endpoint.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamCallLabels {
+    app: Arc<str>,
+    token: Arc<str>,
+    endpoint: Arc<str>,
+    outcome: Cow<'static, str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AppEndpointLabels {
+    app: Arc<str>,
+    endpoint: Arc<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AppTokenLabels {
+    app: Arc<str>,
+    token: Arc<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefreshLabels {
+    app: Arc<str>,
+    token: Arc<str>,
+    trigger: &'static str,
+    outcome: Cow<'static, str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ForceRefreshLabels {
+    app: Arc<str>,
+    token: Arc<str>,
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HttpLabels {
+    route: Arc<str>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: Arc<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StoreLabels {
+    backend: &'static str,
+    op: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn upstream_histogram() -> Histogram {
+    Histogram::new(UPSTREAM_BUCKETS)
+}
+
+fn http_histogram() -> Histogram {
+    Histogram::new(HTTP_BUCKETS)
+}
+
+/// The server's metrics. Cheap to share behind an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    upstream_calls: Family<UpstreamCallLabels, Counter>,
+    upstream_duration: HistogramFamily<AppEndpointLabels>,
+    token_expires_in: Family<AppTokenLabels, Gauge>,
+    refreshes: Family<RefreshLabels, Counter>,
+    force_refresh: Family<ForceRefreshLabels, Counter>,
+    quota_used: Family<AppEndpointLabels, Gauge>,
+    quota_exhausted: Family<AppEndpointLabels, Gauge>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: HistogramFamily<RouteLabels>,
+    store_operations: Family<StoreLabels, Counter>,
+    store_errors: Family<StoreLabels, Counter>,
+    ready: Gauge,
+    /// Matched route patterns seen so far, so each request's label is an `Arc` clone.
+    /// Bounded by the number of routes in the router.
+    routes: RwLock<HashSet<Arc<str>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `wts_x_total` is registered as `wts_x`: the encoder appends `_total` to counters.
+fn counter_name(name: &str) -> &str {
+    name.strip_suffix("_total").unwrap_or(name)
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Self {
+            registry: Registry::default(),
+            upstream_calls: Family::default(),
+            upstream_duration: Family::new_with_constructor(upstream_histogram as fn() -> _),
+            token_expires_in: Family::default(),
+            refreshes: Family::default(),
+            force_refresh: Family::default(),
+            quota_used: Family::default(),
+            quota_exhausted: Family::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(http_histogram as fn() -> _),
+            store_operations: Family::default(),
+            store_errors: Family::default(),
+            ready: Gauge::default(),
+            routes: RwLock::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            counter_name(UPSTREAM_CALLS),
+            "Calls to WeChat's token APIs, by outcome: ok, WeChat's errcode, http_<status>, timeout, unreachable, malformed",
+            m.upstream_calls.clone(),
+        );
+        r.register(
+            UPSTREAM_DURATION,
+            "Duration of calls to WeChat's token APIs",
+            m.upstream_duration.clone(),
+        );
+        r.register(
+            TOKEN_EXPIRES_IN,
+            "Seconds until the token served expires (0 when no token is held)",
+            m.token_expires_in.clone(),
+        );
+        r.register(
+            counter_name(REFRESHES),
+            "Token refreshes by trigger (scheduled, forced, dependency) and outcome (ok, errcode, quota_refused, ...)",
+            m.refreshes.clone(),
+        );
+        r.register(
+            counter_name(FORCE_REFRESH),
+            "Force-refresh requests by decision: performed, shared, stale, rate_limited, quota_refused",
+            m.force_refresh.clone(),
+        );
+        r.register(
+            QUOTA_USED,
+            "Calls to WeChat counted today (WeChat's day, midnight China time), against [quota] daily_limit",
+            m.quota_used.clone(),
+        );
+        r.register(
+            QUOTA_EXHAUSTED,
+            "1 while WeChat answered 45009 today: the endpoint is not called until midnight China time",
+            m.quota_exhausted.clone(),
+        );
+        r.register(
+            counter_name(HTTP_REQUESTS),
+            "HTTP requests by matched route pattern and status",
+            m.http_requests.clone(),
+        );
+        r.register(
+            HTTP_DURATION,
+            "HTTP request duration by matched route pattern",
+            m.http_duration.clone(),
+        );
+        r.register(
+            counter_name(STORE_OPERATIONS),
+            "Token store operations by backend and operation",
+            m.store_operations.clone(),
+        );
+        r.register(
+            counter_name(STORE_ERRORS),
+            "Failed token store operations by backend and operation",
+            m.store_errors.clone(),
+        );
+        r.register(
+            READY,
+            "1 when this instance is ready (GET /readyz answers 200)",
+            m.ready.clone(),
+        );
+        m
+    }
+
+    /// One call to WeChat and how it ended (`ok` or [`crate::upstream::Error::outcome`]).
+    pub fn upstream_call(
+        &self,
+        labels: &CredentialLabels,
+        outcome: Cow<'static, str>,
+        elapsed: Duration,
+    ) {
+        self.upstream_calls
+            .get_or_create(&UpstreamCallLabels {
+                app: labels.app.clone(),
+                token: labels.token.clone(),
+                endpoint: labels.endpoint.clone(),
+                outcome,
+            })
+            .inc();
+        self.upstream_duration
+            .get_or_create(&AppEndpointLabels {
+                app: labels.app.clone(),
+                endpoint: labels.endpoint.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One refresh attempt of a credential.
+    pub fn refresh(
+        &self,
+        labels: &CredentialLabels,
+        trigger: &'static str,
+        outcome: Cow<'static, str>,
+    ) {
+        self.refreshes
+            .get_or_create(&RefreshLabels {
+                app: labels.app.clone(),
+                token: labels.token.clone(),
+                trigger,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// One force-refresh request and what was decided.
+    pub fn force_refresh(&self, labels: &CredentialLabels, decision: &'static str) {
+        self.force_refresh
+            .get_or_create(&ForceRefreshLabels {
+                app: labels.app.clone(),
+                token: labels.token.clone(),
+                decision,
+            })
+            .inc();
+    }
+
+    /// Seconds until the token of `labels` expires; set at scrape time.
+    pub fn set_token_expires_in(&self, labels: &CredentialLabels, seconds: i64) {
+        self.token_expires_in
+            .get_or_create(&AppTokenLabels {
+                app: labels.app.clone(),
+                token: labels.token.clone(),
+            })
+            .set(seconds);
+    }
+
+    /// Today's count of calls to an app's endpoint, and whether WeChat said 45009.
+    pub fn set_quota(&self, app: &Arc<str>, endpoint: &Arc<str>, used: u64, exhausted: bool) {
+        let labels = AppEndpointLabels {
+            app: app.clone(),
+            endpoint: endpoint.clone(),
+        };
+        self.quota_used
+            .get_or_create(&labels)
+            .set(i64::try_from(used).unwrap_or(i64::MAX));
+        self.quota_exhausted
+            .get_or_create(&labels)
+            .set(i64::from(exhausted));
+    }
+
+    /// One HTTP request; `route` is the matched pattern or [`UNMATCHED_ROUTE`].
+    pub fn http_request(&self, route: &str, status: u16, elapsed: Duration) {
+        let route = self.intern_route(route);
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn intern_route(&self, route: &str) -> Arc<str> {
+        if let Some(known) = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(route)
+        {
+            return known.clone();
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = routes.get(route) {
+            return known.clone(); // interned while we waited for the write lock
+        }
+        let interned: Arc<str> = Arc::from(route);
+        routes.insert(interned.clone());
+        interned
+    }
+
+    /// Creates the store series of `backend` at zero, so that alerts on
+    /// `increase(wts_store_errors_total[...])` work before the first error.
+    pub fn declare_store(&self, backend: &'static str, ops: &[&'static str]) {
+        for &op in ops {
+            let labels = StoreLabels { backend, op };
+            let _ = self.store_operations.get_or_create(&labels);
+            let _ = self.store_errors.get_or_create(&labels);
+        }
+    }
+
+    /// One store operation and whether it failed.
+    pub fn store_operation(&self, backend: &'static str, op: &'static str, ok: bool) {
+        let labels = StoreLabels { backend, op };
+        self.store_operations.get_or_create(&labels).inc();
+        if !ok {
+            self.store_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Whether `/readyz` would answer 200; set at scrape time.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> CredentialLabels {
+        CredentialLabels::new("shop", "access_token", "/cgi-bin/token")
+    }
+
+    #[test]
+    fn every_contract_name_is_exported_with_its_labels() {
+        let m = Metrics::new();
+        let l = labels();
+        m.upstream_call(&l, "ok".into(), Duration::from_millis(30));
+        m.upstream_call(&l, "45009".into(), Duration::from_millis(30));
+        m.refresh(&l, "scheduled", "ok".into());
+        m.force_refresh(&l, "stale");
+        m.set_token_expires_in(&l, 7000);
+        m.set_quota(&l.app, &l.endpoint, 3, false);
+        m.http_request("/wechat/token", 200, Duration::from_micros(80));
+        m.store_operation("embedded", "save", false);
+        m.set_ready(true);
+        let text = m.render();
+        for line in [
+            r#"wts_upstream_calls_total{app="shop",token="access_token",endpoint="/cgi-bin/token",outcome="ok"} 1"#,
+            r#"wts_upstream_calls_total{app="shop",token="access_token",endpoint="/cgi-bin/token",outcome="45009"} 1"#,
+            r#"wts_upstream_duration_seconds_count{app="shop",endpoint="/cgi-bin/token"} 2"#,
+            r#"wts_token_expires_in_seconds{app="shop",token="access_token"} 7000"#,
+            r#"wts_refreshes_total{app="shop",token="access_token",trigger="scheduled",outcome="ok"} 1"#,
+            r#"wts_force_refresh_total{app="shop",token="access_token",decision="stale"} 1"#,
+            r#"wts_quota_used{app="shop",endpoint="/cgi-bin/token"} 3"#,
+            r#"wts_quota_exhausted{app="shop",endpoint="/cgi-bin/token"} 0"#,
+            r#"wts_http_requests_total{route="/wechat/token",status="200"} 1"#,
+            r#"wts_http_request_duration_seconds_count{route="/wechat/token"} 1"#,
+            r#"wts_store_operations_total{backend="embedded",op="save"} 1"#,
+            r#"wts_store_errors_total{backend="embedded",op="save"} 1"#,
+            "wts_ready 1",
+            "# TYPE wts_upstream_calls_total counter",
+            "# TYPE wts_upstream_duration_seconds histogram",
+            "# TYPE wts_token_expires_in_seconds gauge",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_route_is_interned_once() {
+        let m = Metrics::new();
+        m.http_request("/healthz", 200, Duration::ZERO);
+        m.http_request("/healthz", 503, Duration::ZERO);
+        let first = m.intern_route("/healthz");
+        assert!(Arc::ptr_eq(&first, &m.intern_route("/healthz")));
+        assert_eq!(m.routes.read().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,70 @@
+//! One call to WeChat with everything around it: the quota guard's admission, the
+//! metrics, the quota count, and the log line that tells a person what to fix.
+
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::error::RefreshError;
+use super::quota::Spend;
+use super::{Credential, Refresher, Trigger};
+use crate::upstream::{self, Fetched, errcode::ip_in_errmsg};
+
+impl Refresher {
+    /// Calls WeChat for `cred` if the quota allows it; `lookup` gives the values of the
+    /// tokens its source refers to; `forced` selects stable_token's forced mode.
+    ///
+    /// # Errors
+    /// WeChat's (or the network's) error, or the quota guard's refusal (no call made).
+    pub(super) async fn call_upstream(
+        &self,
+        cred: &Credential,
+        trigger: Trigger,
+        forced: bool,
+        lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<Fetched, RefreshError> {
+        let now = SystemTime::now();
+        let retry = cred.status().consecutive_failures > 0;
+        let spend = Spend::of(trigger, retry, cred.live_token(now).is_some());
+        self.quota.admit(&cred.labels, spend, now)?;
+
+        let started = Instant::now();
+        let result = if forced {
+            self.upstream.fetch_forced(&cred.source, lookup).await
+        } else {
+            self.upstream.fetch(&cred.source, lookup).await
+        };
+        let outcome = match &result {
+            Ok(_) => "ok".into(),
+            Err(e) => e.outcome().into(),
+        };
+        self.metrics
+            .upstream_call(&cred.labels, outcome, started.elapsed());
+        self.quota
+            .record(&cred.labels, result.as_ref().err(), SystemTime::now())
+            .await;
+        Ok(result?)
+    }
+}
+
+/// Logs a failed refresh: one line per occurrence; for an error only a person can fix,
+/// an error-level line saying what to fix (and, for 40164, the IP WeChat saw).
+pub(super) fn log_failure(cred: &Credential, trigger: Trigger, error: &RefreshError) {
+    let (app, token, trigger) = (&cred.key.app, &cred.key.name, trigger.as_str());
+    match error.advice(cred.is_token_call()) {
+        Some(advice) if advice.needs_person => {
+            let ip = match error {
+                RefreshError::Upstream(upstream::Error::WeChat { errmsg, .. }) => {
+                    ip_in_errmsg(errmsg)
+                }
+                _ => None,
+            };
+            tracing::error!(
+                app = %app, token = %token, trigger, errcode = error.errcode(), ip_seen_by_wechat = ip,
+                %error, fix = advice.hint,
+                "refresh failed and needs a person: {}", advice.hint
+            );
+        }
+        _ => tracing::warn!(app = %app, token = %token, trigger, %error, "refresh failed"),
+    }
+}
