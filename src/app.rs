@@ -56,7 +56,7 @@ impl App {
         );
         let auth =
             Auth::new(config.server.request_secret.clone()).with_clients(config.clients.clone());
-        let state = AppState::new(refresher.clone(), auth).with_presets(&config.apps);
+        let state = AppState::new(refresher.clone(), auth, &config.apps);
         Ok(Self {
             listener,
             refresher,

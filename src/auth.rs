@@ -17,6 +17,8 @@ use crate::domain::Secret;
 
 /// Checks presented secrets.
 pub struct Auth {
+    /// The request secret itself, for the fast path of the common caller.
+    request_secret_plain: Secret,
     request_secret: [u8; 32],
     clients: Vec<Arc<ClientConfig>>,
 }
@@ -56,6 +58,7 @@ impl Auth {
     pub fn new(request_secret: Secret) -> Self {
         Self {
             request_secret: sha256(request_secret.expose()),
+            request_secret_plain: request_secret,
             clients: Vec::new(),
         }
     }
@@ -74,6 +77,17 @@ impl Auth {
     /// The caller whose secret or key `presented` is, if any. Every digest is compared,
     /// each in constant time.
     pub fn authenticate(&self, presented: &str) -> Option<Caller> {
+        // Most requests carry the request secret: a constant-time comparison of the
+        // bytes answers them without hashing (the hash costs more than the rest of
+        // authentication on the token route). What timing may reveal is only whether
+        // the key was the request secret, never any of its bytes.
+        if bool::from(
+            presented
+                .as_bytes()
+                .ct_eq(self.request_secret_plain.expose().as_bytes()),
+        ) {
+            return Some(Caller::Admin);
+        }
         let digest = sha256(presented);
         let mut found = None;
         for client in &self.clients {

@@ -127,8 +127,10 @@ pub async fn get_token(State(state): State<AppState>, peer: Peer, request: Reque
             &params,
         )?;
         let now = SystemTime::now();
-        match cred.live_token(now) {
-            Some(token) => Ok(token_response(reply_name(&params, cred), &token, now)),
+        match cred.with_live_token(now, |token| {
+            token_response(reply_name(&params, cred), token, now)
+        }) {
+            Some(response) => Ok(response),
             None => Err(ApiError::not_ready(&cred.key.app, &cred.key.name)),
         }
     });

@@ -1,16 +1,20 @@
 //! `GET /metrics` and the middleware that measures every HTTP request.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
-use axum::middleware::Next;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::State;
+use axum::http::{Request, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
 
 use super::AppState;
-use crate::metrics::{Metrics, UNMATCHED_ROUTE};
+use crate::metrics::RouteMetrics;
 
 /// `GET /metrics`: the Prometheus text format. Gauges that describe the present (time
 /// to expiry, today's quota use, readiness) are set here, at scrape time, so they are
@@ -40,14 +44,76 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Counts and times every request by its matched route pattern (never the raw path,
-/// which would let any client create series), including the error responses of the
-/// layers inside it.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    metrics.http_request(route, response.status().as_u16(), started.elapsed());
-    response
+/// Counts and times every request of one route, by its route pattern (never the raw
+/// path, which would let any client create series), including the error responses of
+/// the layers inside it. One layer per route, with handles resolved in advance (see
+/// [`Metrics::route`](crate::metrics::Metrics::route)). A plain tower layer rather than
+/// `axum::middleware::from_fn`: it boxes no future, which shows on the token route.
+#[derive(Clone)]
+pub struct MeasureLayer(pub RouteMetrics);
+
+impl<S> Layer<S> for MeasureLayer {
+    type Service = Measure<S>;
+
+    fn layer(&self, inner: S) -> Measure<S> {
+        Measure {
+            inner,
+            route: self.0.clone(),
+        }
+    }
+}
+
+/// The service of [`MeasureLayer`].
+#[derive(Clone)]
+pub struct Measure<S> {
+    inner: S,
+    route: RouteMetrics,
+}
+
+impl<S, B> Service<Request<B>> for Measure<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Measured<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        Measured {
+            inner: self.inner.call(request),
+            route: self.route.clone(),
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request being answered; records it when the response is ready.
+    pub struct Measured<F> {
+        #[pin]
+        inner: F,
+        route: RouteMetrics,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for Measured<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &output {
+            this.route
+                .record(response.status().as_u16(), this.started.elapsed());
+        }
+        Poll::Ready(output)
+    }
 }

@@ -21,14 +21,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::handler::Handler;
 use axum::http::{StatusCode, Uri};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::Auth;
 use crate::config::{AppConfig, Preset};
+use crate::metrics::UNMATCHED_ROUTE;
 use crate::refresh::Refresher;
 
 /// A request that waits on WeChat longer than this is cut off, so that a stuck upstream
@@ -36,19 +37,37 @@ use crate::refresh::Refresher;
 /// call (itself bounded by `refresh.upstream_timeout`) and its dependencies.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What every handler can reach.
+/// What every handler can reach. One `Arc`: axum clones the state for every request,
+/// and one atomic increment is all that should cost on the token route.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+pub struct Shared {
     pub refresher: Arc<Refresher>,
-    pub auth: Arc<Auth>,
+    pub auth: Auth,
     /// The app used when a request names none: `default`, else the only app.
     pub default_app: Option<Arc<str>>,
     /// What each preset app is on WeChat, for JS-SDK signatures and `/v1/status`.
-    pub presets: Arc<HashMap<String, Preset>>,
+    pub presets: HashMap<String, Preset>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
-    pub fn new(refresher: Arc<Refresher>, auth: Auth) -> Self {
+    /// `apps`: the configured apps, whose presets (`[apps.NAME]`) JS-SDK signatures and
+    /// `/v1/status` need.
+    pub fn new<'a>(
+        refresher: Arc<Refresher>,
+        auth: Auth,
+        apps: impl IntoIterator<Item = &'a AppConfig>,
+    ) -> Self {
         let names: Vec<&str> = refresher.app_names().collect();
         let default_app = if names.contains(&crate::config::DEFAULT_APP) {
             Some(crate::config::DEFAULT_APP.into())
@@ -57,22 +76,16 @@ impl AppState {
         } else {
             None
         };
-        Self {
+        let presets = apps
+            .into_iter()
+            .filter_map(|a| Some((a.name.clone(), a.preset.clone()?)))
+            .collect();
+        Self(Arc::new(Shared {
             refresher,
-            auth: Arc::new(auth),
+            auth,
             default_app,
-            presets: Arc::default(),
-        }
-    }
-
-    /// Adds the preset info of `apps` (those from `[apps.NAME]`).
-    pub fn with_presets<'a>(mut self, apps: impl IntoIterator<Item = &'a AppConfig>) -> Self {
-        self.presets = Arc::new(
-            apps.into_iter()
-                .filter_map(|a| Some((a.name.clone(), a.preset.clone()?)))
-                .collect(),
-        );
-        self
+            presets,
+        }))
     }
 }
 
@@ -81,30 +94,41 @@ pub fn router(state: AppState) -> Router {
     // Only routes that can wait (on WeChat) get a timeout: a timer per request would
     // be a measurable cost on the token route, which never waits.
     let timeout = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT);
-    let metrics = state.refresher.metrics().clone();
-    Router::new()
-        .route("/wechat/token", get(legacy::get_token))
-        .route(
+    let routes: [(&'static str, MethodRouter<AppState>); 13] = [
+        ("/wechat/token", get(legacy::get_token)),
+        (
             "/wechat/token/forcerefresh",
             get(legacy::force_refresh).layer(timeout()),
-        )
-        .route("/v1/tokens/{app}/{name}", get(v1::get_token))
-        .route(
+        ),
+        ("/v1/tokens/{app}/{name}", get(v1::get_token)),
+        (
             "/v1/tokens/{app}/{name}/refresh",
             post(v1::refresh).layer(timeout()),
-        )
-        .route("/v1/status", get(v1::status))
-        .route("/v1/jssdk/{app}/signature", get(v1::jssdk_signature))
-        .route("/v1/openapi.json", get(v1::openapi))
-        .route("/", get(status_page::index))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .fallback(not_found)
-        // Outermost, so that timeouts are measured too. `Router::layer` wraps each
-        // route after it was matched, so `MatchedPath` is there; the fallback has none
-        // and is counted as "unmatched".
-        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+        ),
+        ("/v1/status", get(v1::status)),
+        ("/v1/jssdk/{app}/signature", get(v1::jssdk_signature)),
+        ("/v1/openapi.json", get(v1::openapi)),
+        ("/", get(status_page::index)),
+        ("/healthz", get(health::healthz)),
+        ("/readyz", get(health::readyz)),
+        ("/metrics", get(metrics::metrics)),
+        // Browsers ask for it on every visit of the status page.
+        ("/favicon.ico", get(|| async { StatusCode::NO_CONTENT })),
+        (
+            "/robots.txt",
+            get(|| async { "User-agent: *\nDisallow: /\n" }),
+        ),
+    ];
+    // Each route is measured by its own pre-resolved metric handles, outermost so that
+    // timeouts are measured too; the fallback counts as "unmatched".
+    let registry = state.refresher.metrics().clone();
+    let measured = |route: &str| metrics::MeasureLayer(registry.route(route));
+    let mut router = Router::new();
+    for (path, method_router) in routes {
+        router = router.route(path, method_router.layer(measured(path)));
+    }
+    router
+        .fallback(not_found.layer(measured(UNMATCHED_ROUTE)))
         .with_state(state)
 }
 

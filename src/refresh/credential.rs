@@ -2,9 +2,10 @@
 //! single-flight, and what the status page shows.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::{Notify, watch};
 
 use super::Trigger;
@@ -96,9 +97,10 @@ pub struct Credential {
     pub source: SourceConfig,
     /// Its metric labels, resolved once so that recording never allocates.
     pub labels: CredentialLabels,
-    /// The token being served. A std lock: held only to clone or swap an `Arc`, never
-    /// across an await, so readers are never blocked behind a refresh.
-    current: RwLock<Option<Arc<Token>>>,
+    /// The token being served. An `ArcSwap`: readers on every core load it without
+    /// a lock and, on the serving path, without touching a shared reference count, so
+    /// they neither wait for a refresh nor contend with each other.
+    current: ArcSwapOption<Token>,
     /// Serialises refreshes; see `flight`.
     pub(super) flight: tokio::sync::Mutex<FlightState>,
     /// Counts finished refresh attempts. Read before queueing on `flight`, so that a
@@ -122,7 +124,7 @@ impl Credential {
             key: CredentialKey::new(app, &source.name),
             labels: CredentialLabels::new(app, &source.name, endpoint),
             source,
-            current: RwLock::new(None),
+            current: ArcSwapOption::empty(),
             flight: tokio::sync::Mutex::new(FlightState::default()),
             completed_flights: AtomicU64::new(0),
             version_floor: AtomicU64::new(0),
@@ -134,15 +136,19 @@ impl Credential {
 
     /// The current token, live or not.
     pub fn current(&self) -> Option<Arc<Token>> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.load_full()
     }
 
     /// The current token if it has life left at `now`.
     pub fn live_token(&self, now: SystemTime) -> Option<Arc<Token>> {
         self.current().filter(|t| t.is_live(now))
+    }
+
+    /// Runs `read` on the token if it has life left at `now`: the serving path, which
+    /// borrows the token instead of taking a reference to it.
+    pub fn with_live_token<R>(&self, now: SystemTime, read: impl FnOnce(&Token) -> R) -> Option<R> {
+        let current = self.current.load();
+        current.as_deref().filter(|t| t.is_live(now)).map(read)
     }
 
     /// Makes `token` the one served, atomically for readers.
@@ -151,7 +157,7 @@ impl Credential {
             .fetch_max(token.version, Ordering::SeqCst);
         let version = token.version;
         let token = Arc::new(token);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        self.current.store(Some(token.clone()));
         self.installed.send_replace(version);
         token
     }
