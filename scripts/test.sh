@@ -23,4 +23,10 @@ echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
 echo "==> cargo test"
-cargo test --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked 2>&1 | tee "$log"
+# One closing line for the whole run (cargo prints one per test binary, the last being
+# the doc-tests'): the sum over every binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
