@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::cli::DemoArgs;
 use crate::config::Config;
-use crate::simulator::{DEMO_APPID, DEMO_SECRET, SimConfig, Simulator};
+use crate::simulator::{
+    DEMO_APPID, DEMO_CORPID, DEMO_CORPSECRET, DEMO_SECRET, SimConfig, Simulator,
+};
 
 /// The demo's config, in the same TOML a user would write; placeholders in `@..@`.
 const DEMO_CONFIG: &str = r#"
@@ -30,6 +32,15 @@ args = { grant_type = "client_credential", appid = "@APPID@", secret = "@APPSECR
 [sources.ticket]
 url = "http://@SIMULATOR@/cgi-bin/ticket/getticket"
 args = { type = "jsapi", access_token = "{{access_token}}" }
+
+# A WeCom app as a preset, to show the JSON API and JS-SDK signatures.
+[apps.office]
+platform = "wecom"
+corpid = "@CORPID@"
+corpsecret = "@CORPSECRET@"
+agentid = 1000002
+tickets = ["jsapi", "agent_config"]
+api_base = ["http://@SIMULATOR@"]
 "#;
 
 /// Runs the demo until `shutdown`.
@@ -72,7 +83,9 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         )
         .replace("@SIMULATOR@", &sim_addr.to_string())
         .replace("@APPSECRET@", DEMO_SECRET)
-        .replace("@APPID@", DEMO_APPID);
+        .replace("@APPID@", DEMO_APPID)
+        .replace("@CORPSECRET@", DEMO_CORPSECRET)
+        .replace("@CORPID@", DEMO_CORPID);
     let config = Config::parse(&text, &|_| None).context("demo config")?;
     let app = App::build(config, listener).await?;
 
@@ -86,7 +99,16 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     println!(
         "  force refresh:  {base}/wechat/token/forcerefresh?type=access_token&secret={secret}"
     );
-    println!("  status:         {base}/");
+    println!("  status page:    {base}/");
+    println!("  metrics:        {base}/metrics");
+    println!();
+    println!("  JSON API (a WeCom app, \"office\"):");
+    println!("    curl -H 'Authorization: Bearer {secret}' {base}/v1/tokens/office/access_token");
+    println!(
+        "    curl -H 'Authorization: Bearer {secret}' '{base}/v1/jssdk/office/signature?url=https://example.com/page'"
+    );
+    println!("    curl {base}/v1/openapi.json");
+    println!();
     println!("  is it valid?:   http://{sim_addr}/sim/valid?access_token=<token>");
     println!("  WeChat calls:   http://{sim_addr}/sim/stats");
     println!();
