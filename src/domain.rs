@@ -71,9 +71,12 @@ pub fn unix_millis(time: SystemTime) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// The inverse of [`unix_millis`].
+/// The inverse of [`unix_millis`]; saturates instead of overflowing on absurd input
+/// (a corrupted store).
 pub fn from_unix_millis(millis: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(millis)
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(millis))
+        .unwrap_or(UNIX_EPOCH + Duration::from_secs(253_402_300_799))
 }
 
 /// Seconds in a day.

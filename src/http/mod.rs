@@ -18,24 +18,17 @@ pub mod v1;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::handler::Handler;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::Auth;
 use crate::config::{AppConfig, Preset};
 use crate::metrics::UNMATCHED_ROUTE;
 use crate::refresh::Refresher;
-
-/// A request that waits on WeChat longer than this is cut off, so that a stuck upstream
-/// cannot hold up a graceful shutdown. A force refresh waits for at most one upstream
-/// call (itself bounded by `refresh.upstream_timeout`) and its dependencies.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler can reach. One `Arc`: axum clones the state for every request,
 /// and one atomic increment is all that should cost on the token route.
@@ -91,20 +84,11 @@ impl AppState {
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    // Only routes that can wait (on WeChat) get a timeout: a timer per request would
-    // be a measurable cost on the token route, which never waits.
-    let timeout = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT);
     let routes: [(&'static str, MethodRouter<AppState>); 13] = [
         ("/wechat/token", get(legacy::get_token)),
-        (
-            "/wechat/token/forcerefresh",
-            get(legacy::force_refresh).layer(timeout()),
-        ),
+        ("/wechat/token/forcerefresh", get(legacy::force_refresh)),
         ("/v1/tokens/{app}/{name}", get(v1::get_token)),
-        (
-            "/v1/tokens/{app}/{name}/refresh",
-            post(v1::refresh).layer(timeout()),
-        ),
+        ("/v1/tokens/{app}/{name}/refresh", post(v1::refresh)),
         ("/v1/status", get(v1::status)),
         ("/v1/jssdk/{app}/signature", get(v1::jssdk_signature)),
         ("/v1/openapi.json", get(v1::openapi)),

@@ -82,7 +82,20 @@ fn credential<'a>(
 
 /// RFC 3339 in UTC, to the second.
 fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(time.max(UNIX_EPOCH)).to_string()
+    use std::fmt::Write;
+    let mut out = String::new();
+    // humantime cannot write years past 9999; such a time can only come from a
+    // corrupted store, which must not make the API panic.
+    if write!(
+        out,
+        "{}",
+        humantime::format_rfc3339_seconds(time.max(UNIX_EPOCH))
+    )
+    .is_err()
+    {
+        out = "9999-12-31T23:59:59Z".to_owned();
+    }
+    out
 }
 
 /// A token as `/v1` shows it.

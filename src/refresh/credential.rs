@@ -176,6 +176,10 @@ impl Credential {
     /// or another value of the same version) and is still alive. Returns whether it was
     /// installed.
     pub(super) fn adopt(&self, stored: &StoredToken, now: SystemTime) -> bool {
+        if !stored.is_sane() {
+            tracing::warn!(key = %self.key, "ignoring a stored token with impossible times");
+            return false;
+        }
         self.bump_version_floor(stored.version);
         if from_unix_millis(stored.expires_at_ms) <= now {
             return false;

@@ -39,6 +39,9 @@ pub enum Decision {
     /// WeChat still accepts the `stale` token (stable_token sources probe before a
     /// forced call): it is answered, and nothing is spent.
     StillValid,
+    /// No call was made: with a shared store, this instance could not get the cluster
+    /// lease (the store is unreachable, or another instance is slow to finish).
+    Deferred,
 }
 
 impl Decision {
@@ -50,9 +53,15 @@ impl Decision {
             Decision::RateLimited => "rate_limited",
             Decision::QuotaRefused => "quota_refused",
             Decision::StillValid => "still_valid",
+            Decision::Deferred => "deferred",
         }
     }
 }
+
+/// How long a force refresh waits for its answer: one upstream call per host, a
+/// dependency's, and a cluster lease wait fit in it. Past it the caller gets WeChat's
+/// timeout error, and the refresh itself goes on.
+pub const FORCE_REFRESH_WAIT: Duration = Duration::from_secs(30);
 
 /// A decision with its answer.
 type Attempt = (Decision, Result<Arc<Token>, RefreshError>);
@@ -76,16 +85,41 @@ impl Refresher {
     /// WeChat's error when the refresh failed and no token newer than `stale` exists;
     /// the quota guard's refusal when no token with life left is held.
     pub async fn force_refresh(
-        &self,
+        self: &Arc<Self>,
         cred: &Arc<Credential>,
         stale: Option<&str>,
     ) -> Result<(Arc<Token>, Decision), RefreshError> {
-        let (decision, result) = match (stale, cred.live_token(SystemTime::now())) {
-            (Some(stale), Some(token)) if token.value != stale => (Decision::Stale, Ok(token)), // no lock, no call
-            _ => self.attempt(cred, Trigger::Forced, stale).await,
-        };
-        self.metrics.force_refresh(&cred.labels, decision.as_str());
-        result.map(|token| (token, decision))
+        if let (Some(stale), Some(token)) = (stale, cred.live_token(SystemTime::now()))
+            && token.value != stale
+        {
+            self.metrics
+                .force_refresh(&cred.labels, Decision::Stale.as_str());
+            return Ok((token, Decision::Stale)); // no lock, no call
+        }
+        // The attempt runs on a task of its own: a client that disconnects (or times
+        // out) must not cancel a call to WeChat halfway, which would lose the token
+        // WeChat just issued and leave the callers queued behind it to call again.
+        let attempt = tokio::spawn({
+            let (refresher, cred) = (self.clone(), cred.clone());
+            let stale = stale.map(str::to_owned);
+            async move {
+                let (decision, result) = refresher
+                    .attempt(&cred, Trigger::Forced, stale.as_deref())
+                    .await;
+                refresher
+                    .metrics
+                    .force_refresh(&cred.labels, decision.as_str());
+                result.map(|token| (token, decision))
+            }
+        });
+        match tokio::time::timeout(FORCE_REFRESH_WAIT, attempt).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(panicked)) => {
+                Err(upstream::Error::Transport(format!("refresh task failed: {panicked}")).into())
+            }
+            // The attempt goes on, and its token is served when it arrives.
+            Err(_) => Err(upstream::Error::Timeout.into()),
+        }
     }
 
     /// Refreshes `cred` unless the wait for the flight lock made it unnecessary.
@@ -132,26 +166,30 @@ impl Refresher {
             match self.acquire_lease(cred, trigger, stale).await {
                 // Another instance refreshed meanwhile: decide again with its token.
                 Ok(Acquired::Updated) => current = cred.live_token(SystemTime::now()),
-                Ok(Acquired::Lease(guard)) => break guard,
-                Err(error) => {
-                    let error = RefreshError::from(error);
-                    cred.record_failure(&error, SystemTime::now());
-                    return (Decision::Performed, Err(error));
-                }
+                Ok(Acquired::Lease(guard)) => break Ok(guard),
+                Err(error) => break Err(RefreshError::from(error)),
             }
         };
-        // Under the lease, so that one instance of a cluster probes, not all.
-        let forced = match self
-            .stable_mode(cred, &mut flight.stable, trigger, stale, current.as_ref())
-            .await
-        {
-            Mode::StillAccepted(token) => return (Decision::StillValid, Ok(token)),
-            Mode::Forced => true,
-            Mode::Normal => false,
+        let result = match lease {
+            // No call was made: the cluster could not settle who refreshes. Callers
+            // queued here share this outcome like a failed call's, instead of each
+            // waiting for the lease again.
+            Err(deferred) => Err(deferred),
+            Ok(lease) => {
+                // Under the lease, so that one instance of a cluster probes, not all.
+                let forced = match self
+                    .stable_mode(cred, &mut flight.stable, trigger, stale, current.as_ref())
+                    .await
+                {
+                    Mode::StillAccepted(token) => return (Decision::StillValid, Ok(token)),
+                    Mode::Forced => true,
+                    Mode::Normal => false,
+                };
+                let result = self.fetch_and_install(cred, trigger, forced).await;
+                drop(lease);
+                result
+            }
         };
-
-        let result = self.fetch_and_install(cred, trigger, forced).await;
-        drop(lease);
         let now = SystemTime::now();
         self.metrics.refresh(
             &cred.labels,
@@ -162,7 +200,7 @@ impl Refresher {
         );
         if let Err(RefreshError::Quota(refusal)) = &result {
             // No call was made, so this is no flight: waiters decide for themselves.
-            return self.refused(cred, trigger, current, refusal, now);
+            return self.refused(cred, trigger, stale, current, refusal, now);
         }
         flight.last_attempt = Some(Instant::now());
         cred.completed_flights.fetch_add(1, Ordering::AcqRel);
@@ -176,26 +214,38 @@ impl Refresher {
                 log_failure(cred, trigger, &error);
                 flight.last_error = Some(error.clone());
                 cred.record_failure(&error, now);
-                (Decision::Performed, Err(error))
+                let decision =
+                    if matches!(error, RefreshError::Upstream(upstream::Error::Deferred(_))) {
+                        Decision::Deferred
+                    } else {
+                        Decision::Performed
+                    };
+                (decision, Err(error))
             }
         }
     }
 
     /// The answer when the quota guard refused the call: a force refresh gets the
-    /// current token while it has life left; the scheduler records an attempt so that
-    /// it backs off instead of asking again at once.
+    /// current token while it has life left, unless that is the token it reported as
+    /// rejected; the scheduler records an attempt so that it backs off instead of
+    /// asking again at once.
     fn refused(
         &self,
         cred: &Credential,
         trigger: Trigger,
+        stale: Option<&str>,
         current: Option<Arc<Token>>,
         refusal: &super::quota::Refusal,
         now: SystemTime,
     ) -> Attempt {
         let error = RefreshError::Quota(refusal.clone());
         match (trigger, current) {
-            (Trigger::Forced, Some(token)) => (Decision::QuotaRefused, Ok(token)),
-            (Trigger::Forced, None) => (Decision::QuotaRefused, Err(error)),
+            // The live token answers a caller that did not report it as rejected; one
+            // that did gets the refusal, not the very token it reported.
+            (Trigger::Forced, Some(token)) if stale != Some(token.value.as_str()) => {
+                (Decision::QuotaRefused, Ok(token))
+            }
+            (Trigger::Forced, _) => (Decision::QuotaRefused, Err(error)),
             _ => {
                 cred.record_failure(&error, now);
                 (Decision::QuotaRefused, Err(error))
@@ -227,32 +277,44 @@ impl Refresher {
         stale: Option<&str>,
         now: SystemTime,
     ) -> Option<Attempt> {
+        if let Some(token) = &current {
+            let decision = match (stale, trigger) {
+                (Some(stale), _) => (token.value != stale).then_some(Decision::Stale),
+                // Measured from the token's own refresh, so the limit holds across a
+                // cluster.
+                (None, Trigger::Forced) => {
+                    (now.duration_since(token.refreshed_at).unwrap_or_default()
+                        < self.settings.force_min_interval)
+                        .then_some(Decision::RateLimited)
+                }
+                // Not due yet. But after an error only a person can fix, the
+                // scheduler's slow retry is a probe: it calls, so that the fix is noticed.
+                (None, Trigger::Scheduled) => (token.remaining(now)
+                    > super::refresh_lead(token.lifetime())
+                    && cred.needs_person().is_none())
+                .then_some(Decision::Shared),
+                (None, Trigger::Dependency | Trigger::Restored | Trigger::Peer) => {
+                    Some(Decision::Shared)
+                }
+            };
+            if let Some(decision) = decision {
+                return Some((decision, Ok(token.clone())));
+            }
+        }
+        // A call is needed; but WeChat failed a moment ago, and calling again at once
+        // would only add load: a forced caller gets that failure (or, if it reported no
+        // stale token, the live one).
         let since_attempt = flight.last_attempt.map(|at| at.elapsed());
         if let Some(error) = &flight.last_error
             && trigger == Trigger::Forced
             && since_attempt.is_some_and(|d| d < self.forced_cooldown(cred, error))
         {
-            // WeChat failed a moment ago: calling again at once would only add load.
-            return Some((Decision::RateLimited, Err(error.clone())));
+            return Some(match (current, stale) {
+                (Some(token), None) => (Decision::RateLimited, Ok(token)),
+                _ => (Decision::RateLimited, Err(error.clone())),
+            });
         }
-        let token = current?;
-        let decision = match (stale, trigger) {
-            (Some(stale), _) => (token.value != stale).then_some(Decision::Stale),
-            // Measured from the token's own refresh, so the limit holds across a cluster.
-            (None, Trigger::Forced) => (now.duration_since(token.refreshed_at).unwrap_or_default()
-                < self.settings.force_min_interval)
-                .then_some(Decision::RateLimited),
-            // Not due yet. But after an error only a person can fix, the scheduler's
-            // slow retry is a probe: it calls, so that the fix is noticed.
-            (None, Trigger::Scheduled) => (token.remaining(now)
-                > super::refresh_lead(token.lifetime())
-                && cred.needs_person().is_none())
-            .then_some(Decision::Shared),
-            (None, Trigger::Dependency | Trigger::Restored | Trigger::Peer) => {
-                Some(Decision::Shared)
-            }
-        }?;
-        Some((decision, Ok(token)))
+        None
     }
 
     /// Calls WeChat (after making sure the tokens it refers to are live), stores the
@@ -318,7 +380,12 @@ impl Refresher {
         // token past WeChat's own expiry.
         let token = Token {
             value: fetched.value,
-            expires_at: started + lifetime,
+            expires_at: started.checked_add(lifetime).ok_or_else(|| {
+                upstream::Error::Malformed(format!(
+                    "a lifetime of {} s is out of range",
+                    lifetime.as_secs()
+                ))
+            })?,
             refreshed_at: started,
             version: cred.next_version(),
             trigger,

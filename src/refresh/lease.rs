@@ -4,7 +4,7 @@
 //!
 //! The lease lives only for the duration of one refresh, with a short TTL that the
 //! holder renews while its call is under way: a holder that dies is replaced within
-//! [`LEASE_TTL`].
+//! [`LEASE_TTL`]. Waiters wait as long as the holder keeps its lease.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,8 +17,20 @@ use crate::store::TokenStore;
 use crate::upstream;
 
 /// How long a lease lasts unless renewed. Short, so that a dead holder is replaced
-/// within seconds; renewed every third of it while the holder works.
-pub const LEASE_TTL: Duration = Duration::from_secs(5);
+/// within seconds; renewed every [`LEASE_RENEW_EVERY`] while the holder works, so that
+/// three renewals in a row must fail before a working holder loses it.
+pub const LEASE_TTL: Duration = Duration::from_secs(8);
+
+/// How often a holder renews its lease.
+const LEASE_RENEW_EVERY: Duration = Duration::from_secs(2);
+
+/// A renewal slower than this counts as failed (the next one is due soon).
+const LEASE_RENEW_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Longest wait for a lease another instance holds. A holder renews only while it
+/// works, and a dead one's lease lapses within [`LEASE_TTL`], so this bound is only a
+/// guard against a holder stuck for good.
+const LEASE_WAIT_LIMIT: Duration = Duration::from_secs(120);
 
 /// How often a waiting instance tries the lease again (it also wakes at once when the
 /// holder's token arrives).
@@ -47,16 +59,18 @@ impl LeaseGuard {
             let (store, key, holder) = (store.clone(), key.clone(), holder.clone());
             async move {
                 loop {
-                    tokio::time::sleep(LEASE_TTL / 3).await;
-                    match store.renew_lease(&key, &holder, LEASE_TTL).await {
-                        Ok(true) => {}
-                        Ok(false) => {
+                    tokio::time::sleep(LEASE_RENEW_EVERY).await;
+                    let renewal = store.renew_lease(&key, &holder, LEASE_TTL);
+                    match tokio::time::timeout(LEASE_RENEW_TIMEOUT, renewal).await {
+                        Ok(Ok(true)) => {}
+                        Ok(Ok(false)) => {
                             tracing::warn!(%key, "cluster lease lost during a refresh; the store's version check keeps newer tokens safe");
                             return;
                         }
-                        Err(error) => {
+                        Ok(Err(error)) => {
                             tracing::warn!(%key, %error, "cannot renew the cluster lease")
                         }
+                        Err(_) => tracing::warn!(%key, "renewing the cluster lease timed out"),
                     }
                 }
             }
@@ -114,8 +128,7 @@ impl Refresher {
         }
         let mut installs = cred.watch_installs();
         let version_before = cred.current_version();
-        // A holder is given its whole lease plus one upstream call to finish.
-        let deadline = Instant::now() + LEASE_TTL + self.settings.upstream_timeout;
+        let deadline = Instant::now() + LEASE_WAIT_LIMIT;
         loop {
             match self
                 .store
@@ -153,7 +166,7 @@ impl Refresher {
             }
             if Instant::now() >= deadline {
                 return Err(upstream::Error::Deferred(
-                    "another instance holds the refresh lease and has not stored a token yet"
+                    "another instance has held the refresh lease for two minutes without storing a token"
                         .into(),
                 ));
             }

@@ -146,6 +146,10 @@ impl Refresher {
             let Some(cred) = self.credential(&stored.app, &stored.name) else {
                 continue; // a token of an app no longer configured
             };
+            if !stored.is_sane() {
+                tracing::warn!(key = %cred.key, "ignoring a stored token with impossible times");
+                continue;
+            }
             if from_unix_millis(stored.expires_at_ms) <= now {
                 // Dead tokens are not served, but their version carries on.
                 cred.bump_version_floor(stored.version);
@@ -163,11 +167,6 @@ impl Refresher {
     /// The credential `app`/`name`, if configured.
     pub fn credential(&self, app: &str, name: &str) -> Option<&Arc<Credential>> {
         self.apps.get(app)?.get(name)
-    }
-
-    /// Does this app exist?
-    pub fn has_app(&self, app: &str) -> bool {
-        self.apps.contains_key(app)
     }
 
     /// Names of the configured apps.

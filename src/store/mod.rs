@@ -9,7 +9,7 @@ mod memory;
 mod redis;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -35,17 +35,20 @@ pub struct StoredToken {
     pub version: u64,
 }
 
+/// Latest time a stored token may carry (the end of year 9999, in Unix milliseconds):
+/// a store edited by hand or corrupted must not feed absurd times to the server.
+pub const MAX_STORED_MILLIS: u64 = 253_402_300_799_000;
+
 impl StoredToken {
+    /// Are the times plausible? Records that are not are skipped when loaded.
+    pub fn is_sane(&self) -> bool {
+        self.expires_at_ms <= MAX_STORED_MILLIS
+            && self.refreshed_at_ms <= self.expires_at_ms
+            && !self.value.is_empty()
+    }
+
     pub fn key(&self) -> CredentialKey {
         CredentialKey::new(&self.app, &self.name)
-    }
-
-    pub fn expires_at(&self) -> SystemTime {
-        crate::domain::from_unix_millis(self.expires_at_ms)
-    }
-
-    pub fn refreshed_at(&self) -> SystemTime {
-        crate::domain::from_unix_millis(self.refreshed_at_ms)
     }
 }
 

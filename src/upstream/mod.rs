@@ -14,6 +14,11 @@ use crate::config::{Method, SourceConfig};
 /// WeChat errcodes meaning "the access_token you sent is not (or no longer) valid".
 pub const TOKEN_REJECTED_CODES: [i64; 3] = [40001, 42001, 40014];
 
+/// Longest lifetime we accept from a reply (a week). WeChat's are two hours and its
+/// Open Platform refresh tokens far less than this; anything longer is a broken reply,
+/// and would overflow time arithmetic further on.
+pub const MAX_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+
 /// Longest token we accept; WeChat asks for at least 512 characters of room.
 const MAX_TOKEN_LEN: usize = 8192;
 
@@ -289,9 +294,11 @@ fn parse_reply(reply: &Value, token_field: &str, expires_field: &str) -> Result<
             let secs = v
                 .as_u64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                .filter(|&s| s > 0)
+                .filter(|&s| s > 0 && s <= MAX_LIFETIME_SECS)
                 .ok_or_else(|| {
-                    Error::Malformed(format!("field {expires_field:?} is not a positive number"))
+                    Error::Malformed(format!(
+                        "field {expires_field:?} is not a number of seconds between 1 and {MAX_LIFETIME_SECS}"
+                    ))
                 })?;
             Some(Duration::from_secs(secs))
         }

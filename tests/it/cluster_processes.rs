@@ -18,7 +18,7 @@ use crate::redis_server::RedisServer;
 /// Token lifetime in the simulator: short, so that the run sees several refreshes.
 const LIFETIME: u64 = 10;
 /// How long the run lasts.
-const RUN: Duration = Duration::from_secs(26);
+const RUN: Duration = Duration::from_secs(27);
 
 #[derive(Default)]
 struct Tally {
@@ -27,16 +27,32 @@ struct Tally {
     unavailable: AtomicU64,
 }
 
+/// When the cluster first fetched a token, from the instances' logs.
+fn first_refresh(servers: &[Server]) -> Instant {
+    let first = servers
+        .iter()
+        .flat_map(refresh_times)
+        .min()
+        .expect("the instances are ready, so one of them fetched the tokens");
+    let age = std::time::SystemTime::now()
+        .duration_since(first)
+        .unwrap_or_default();
+    Instant::now() - age
+}
+
+/// The times of a server's "token refreshed" log lines.
+fn refresh_times(server: &Server) -> Vec<std::time::SystemTime> {
+    let logs = server.logs.lock().unwrap();
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["message"] == "token refreshed")
+        .filter_map(|e| humantime::parse_rfc3339(e["timestamp"].as_str()?).ok())
+        .collect()
+}
+
 /// The instance that refreshed most recently: the one that held the lease last.
 fn last_refresher(servers: &[Server]) -> usize {
-    let last_refresh = |server: &Server| {
-        let logs = server.logs.lock().unwrap();
-        logs.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["message"] == "token refreshed")
-            .filter_map(|e| e["timestamp"].as_str().map(str::to_owned))
-            .max()
-    };
+    let last_refresh = |server: &Server| refresh_times(server).into_iter().max();
     (0..servers.len())
         .max_by_key(|&i| last_refresh(&servers[i]))
         .unwrap()
@@ -46,7 +62,9 @@ fn last_refresher(servers: &[Server]) -> usize {
 async fn a_cluster_serves_only_valid_tokens_through_kills_a_redis_restart_and_wechat_faults() {
     let sim = TestSim::start(SimConfig {
         expires_in: Duration::from_secs(LIFETIME),
-        grace: Duration::from_secs(5),
+        // Longer than the 5 s reconciliation, so a lost push cannot expose a token
+        // WeChat has already retired.
+        grace: Duration::from_secs(8),
         ..SimConfig::default()
     })
     .await;
@@ -63,7 +81,19 @@ async fn a_cluster_serves_only_valid_tokens_through_kills_a_redis_restart_and_we
     let bases: Arc<Mutex<Vec<String>>> =
         Arc::new(Mutex::new(servers.iter().map(|s| s.base.clone()).collect()));
     let tally = Arc::new(Tally::default());
-    let start = Instant::now();
+    // The timeline counts from the first refresh, so that each step falls where it is
+    // meant to in the refresh cycle (every 8 s: 10 s tokens refreshed 2 s early),
+    // however long the instances took to start.
+    crate::helpers::wait_until(
+        "the cluster fetched both tokens",
+        Duration::from_secs(15),
+        || {
+            let refreshes: usize = servers.iter().map(|s| refresh_times(s).len()).sum();
+            async move { refreshes >= 2 }
+        },
+    )
+    .await;
+    let start = first_refresh(&servers);
 
     let clients = {
         let (bases, tally, sim) = (bases.clone(), tally.clone(), sim.clone());
@@ -100,15 +130,18 @@ async fn a_cluster_serves_only_valid_tokens_through_kills_a_redis_restart_and_we
         })
     };
 
-    // The scenario's timeline. These waits pace the scenario; they synchronise nothing.
+    // The scenario's timeline, with refreshes at about 0, 8, 16 and 24 s. These waits
+    // pace the scenario; they synchronise nothing. Kills fall mid-cycle (the lease is
+    // held only while a refresh runs), the Redis restart between two refreshes, and the
+    // faults just before one.
     let kill_holder = |servers: &mut Vec<Server>| {
         let holder = servers.remove(last_refresher(servers));
         bases.lock().unwrap().retain(|b| *b != holder.base);
         holder.kill_9();
     };
-    tokio::time::sleep_until(start + Duration::from_secs(5)).await;
+    tokio::time::sleep_until(start + Duration::from_secs(4)).await;
     kill_holder(&mut servers);
-    tokio::time::sleep_until(start + Duration::from_secs(10)).await;
+    tokio::time::sleep_until(start + Duration::from_secs(11)).await;
     redis.restart_empty().await;
     tokio::time::sleep_until(start + Duration::from_secs(14)).await;
     sim.fault(
@@ -119,7 +152,7 @@ async fn a_cluster_serves_only_valid_tokens_through_kills_a_redis_restart_and_we
     .await;
     sim.fault("/cgi-bin/ticket/getticket", 2, json!({"http_status": 502}))
         .await;
-    tokio::time::sleep_until(start + Duration::from_secs(19)).await;
+    tokio::time::sleep_until(start + Duration::from_secs(20)).await;
     kill_holder(&mut servers);
     clients.await.unwrap();
 

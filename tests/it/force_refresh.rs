@@ -36,12 +36,63 @@ async fn two_hundred_concurrent_force_refreshes_cost_one_upstream_call() {
 }
 
 #[tokio::test]
-async fn a_storm_without_stale_costs_at_most_one_call() {
+async fn a_storm_without_stale_right_after_a_refresh_costs_no_call() {
     let app = TestApp::spawn().await;
+    let current = app.token("access_token").await;
     let before = app.sim.calls("/cgi-bin/token").await;
     let replies = join_all((0..100).map(|_| app.force("access_token", None))).await;
-    assert!(replies.iter().all(|(status, _)| *status == StatusCode::OK));
-    assert!(app.sim.calls("/cgi-bin/token").await <= before + 1);
+    for (status, body) in &replies {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["access_token"],
+            current.as_str(),
+            "rate-limited: the current token"
+        );
+    }
+    assert_eq!(app.sim.calls("/cgi-bin/token").await, before);
+}
+
+#[tokio::test]
+async fn a_client_that_gives_up_does_not_cancel_the_refresh_it_started() {
+    let app = TestApp::spawn().await;
+    let old = app.token("access_token").await;
+    let before = app.sim.calls("/cgi-bin/token").await;
+    app.sim
+        .fault("/cgi-bin/token", 1, json!({"delay_ms": 800}))
+        .await;
+    // The first reporter hangs up long before WeChat answers.
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let url = format!(
+        "{}/wechat/token/forcerefresh?type=access_token&secret={}&stale={old}",
+        app.base,
+        crate::helpers::SECRET
+    );
+    assert!(
+        impatient.get(&url).send().await.is_err(),
+        "the client timed out"
+    );
+    // Others report the same token meanwhile: they share the call under way.
+    let replies = join_all((0..20).map(|_| app.force("access_token", Some(&old)))).await;
+    let new: HashSet<String> = replies
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            body["access_token"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(new.len(), 1);
+    assert!(!new.contains(&old));
+    assert_eq!(
+        app.sim.calls("/cgi-bin/token").await,
+        before + 1,
+        "one call in all"
+    );
+    let served = app.token("access_token").await;
+    assert!(new.contains(&served), "the token WeChat issued is served");
+    assert!(app.sim.token_valid(&served).await);
 }
 
 #[tokio::test]

@@ -28,13 +28,27 @@ async fn the_reserve_holds_while_1000_force_refreshes_are_attempted() {
     let sim = TestSim::start(SimConfig::default()).await;
     let app = TestApp::spawn_on(sim, &quota(daily_limit, reserve)).await;
 
-    // A client that keeps reporting the current token as bad.
+    // A client that keeps reporting the current token as bad: new tokens while the
+    // budget lasts, then 429 "quota reserved" (never the very token it reported).
+    let (mut renewed, mut refused) = (0, 0);
     for _ in 0..1000 {
         let current = app.token("access_token").await;
         let (status, body) = app.force("access_token", Some(&current)).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        assert!(body["access_token"].is_string());
+        match status {
+            StatusCode::OK => {
+                assert_ne!(body["access_token"], current.as_str());
+                assert_eq!(refused, 0, "a refresh after the budget was spent: {body}");
+                renewed += 1;
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(body["error"], "quota reserved", "{body}");
+                refused += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
     }
+    assert_eq!(renewed, daily_limit - reserve - 1);
+    assert_eq!(refused, 1000 - renewed);
 
     let calls = app.sim.calls("/cgi-bin/token").await;
     assert_eq!(
@@ -76,7 +90,7 @@ async fn scheduled_refreshes_may_use_the_reserve() {
     app.force("access_token", Some(&current)).await;
     let current = app.token("access_token").await;
     let (status, _) = app.force("access_token", Some(&current)).await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     let scrape = Scrape::of(&app).await;
     assert!(decisions(&scrape, "quota_refused") >= 1.0, "{scrape}");
     // ... while the scheduler keeps the token alive past that budget.
@@ -102,11 +116,13 @@ async fn a_45009_stops_calls_for_the_day_and_says_so_everywhere() {
     assert_eq!(body["errcode"], 45009);
     let calls = app.sim.calls("/cgi-bin/token").await;
 
-    // No more calls to that API today; the current token answers while it lives.
+    // No more calls to that API today: reports of the current token get 45009 back,
+    // while the token is still served to everyone who just reads it.
     for _ in 0..5 {
         let (status, body) = app.force("access_token", Some(&current)).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(body["access_token"], current.as_str());
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        assert_eq!(body["errcode"], 45009);
+        assert_eq!(app.token("access_token").await, current);
     }
     assert_eq!(app.sim.calls("/cgi-bin/token").await, calls);
     // The other API of the app is not affected.

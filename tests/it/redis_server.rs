@@ -50,7 +50,18 @@ impl RedisServer {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::time::Instant::now() < deadline {
             if server.cli(&["PING"]).await.trim() == "PONG" {
-                return Some(server);
+                // Ours, not another test's server that took the port first.
+                let info = server.cli(&["INFO", "server"]).await;
+                let pid = server.child.as_ref().map(Child::id);
+                let answering = info
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("process_id:"))
+                    .and_then(|p| p.parse::<u32>().ok());
+                if answering == pid {
+                    return Some(server);
+                }
+                server.kill();
+                return None;
             }
             if let Some(child) = server.child.as_mut()
                 && child.try_wait().ok().flatten().is_some()

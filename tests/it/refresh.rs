@@ -46,20 +46,22 @@ async fn observe_rotation(
 
 #[tokio::test]
 async fn short_lived_tokens_are_refreshed_ahead_of_expiry_and_always_valid() {
-    let sim = TestSim::with_lifetime(3, 1).await;
+    // 5 s tokens: refreshed 1 s early, which leaves a loaded machine room to do it.
+    let sim = TestSim::with_lifetime(5, 2).await;
     let app = TestApp::spawn_on(sim, "").await;
-    let tokens = observe_rotation(&app, "access_token", 3, Duration::from_secs(15)).await;
+    let tokens = observe_rotation(&app, "access_token", 3, Duration::from_secs(20)).await;
     assert_eq!(tokens.len(), 3);
-    // Not refreshed continuously: about one call per lifetime (3 s, refreshed 0.6 s early).
+    // Not refreshed continuously: about one call per lifetime.
     let calls = app.sim.calls("/cgi-bin/token").await;
     assert!(calls <= 4, "{calls} token calls for 3 tokens");
-    let tickets = observe_rotation(&app, "ticket", 2, Duration::from_secs(10)).await;
+    let tickets = observe_rotation(&app, "ticket", 2, Duration::from_secs(15)).await;
     assert_eq!(tickets.len(), 2);
 }
 
 #[tokio::test]
 async fn failures_are_retried_while_the_current_token_keeps_being_served() {
-    let sim = TestSim::with_lifetime(4, 1).await;
+    // 10 s tokens: refreshed 2 s early, room for four failures and their backoff.
+    let sim = TestSim::with_lifetime(10, 2).await;
     let app = TestApp::spawn_on(sim, "").await;
     let first = app.token("access_token").await;
     let calls_before = app.sim.calls("/cgi-bin/token").await;
@@ -71,7 +73,7 @@ async fn failures_are_retried_while_the_current_token_keeps_being_served() {
     ] {
         app.sim.fault("/cgi-bin/token", 1, fault).await;
     }
-    let tokens = observe_rotation(&app, "access_token", 2, Duration::from_secs(15)).await;
+    let tokens = observe_rotation(&app, "access_token", 2, Duration::from_secs(25)).await;
     assert_eq!(tokens[0], first);
     // Four failed attempts, then one success.
     assert!(app.sim.calls("/cgi-bin/token").await >= calls_before + 5);
