@@ -1,9 +1,11 @@
 //! Who may read and refresh tokens: the seed's `request_secret` (everything) and the
 //! `[clients.NAME]` keys (their scope, from their networks).
 //!
-//! Presented secrets are hashed with SHA-256 and the digests compared in constant time,
-//! so response timing reveals nothing about a key, not even its length, and client keys
-//! need not be kept in memory at all (`key_sha256`).
+//! Every comparison is constant-time in the compared bytes. The request secret, which
+//! most requests carry, is compared as it is (timing may show whether a key had its
+//! length, never any of its bytes); client keys are known only by their SHA-256
+//! (`key_sha256`), so a presented key that is not the request secret is hashed and the
+//! digests compared, which reveals nothing, not even a length.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,9 +19,8 @@ use crate::domain::Secret;
 
 /// Checks presented secrets.
 pub struct Auth {
-    /// The request secret itself, for the fast path of the common caller.
-    request_secret_plain: Secret,
-    request_secret: [u8; 32],
+    /// The request secret: it may read and refresh everything.
+    request_secret: Secret,
     clients: Vec<Arc<ClientConfig>>,
 }
 
@@ -57,8 +58,7 @@ impl Auth {
     /// Only the request secret; see [`with_clients`](Self::with_clients).
     pub fn new(request_secret: Secret) -> Self {
         Self {
-            request_secret: sha256(request_secret.expose()),
-            request_secret_plain: request_secret,
+            request_secret,
             clients: Vec::new(),
         }
     }
@@ -67,11 +67,6 @@ impl Auth {
     pub fn with_clients(mut self, clients: impl IntoIterator<Item = ClientConfig>) -> Self {
         self.clients = clients.into_iter().map(Arc::new).collect();
         self
-    }
-
-    /// Is `presented` the request secret? Constant-time.
-    pub fn is_request_secret(&self, presented: &str) -> bool {
-        bool::from(sha256(presented).ct_eq(&self.request_secret))
     }
 
     /// The caller whose secret or key `presented` is, if any. Every digest is compared,
@@ -84,7 +79,7 @@ impl Auth {
         if bool::from(
             presented
                 .as_bytes()
-                .ct_eq(self.request_secret_plain.expose().as_bytes()),
+                .ct_eq(self.request_secret.expose().as_bytes()),
         ) {
             return Some(Caller::Admin);
         }
@@ -94,9 +89,6 @@ impl Auth {
             if bool::from(client.key_sha256.ct_eq(&digest)) {
                 found = Some(Caller::Client(client.clone()));
             }
-        }
-        if bool::from(digest.ct_eq(&self.request_secret)) {
-            found = Some(Caller::Admin);
         }
         found
     }
@@ -189,9 +181,9 @@ mod tests {
     #[test]
     fn only_the_exact_secret_is_accepted() {
         let auth = Auth::new(Secret::new("abc123"));
-        assert!(auth.is_request_secret("abc123"));
+        assert!(matches!(auth.authenticate("abc123"), Some(Caller::Admin)));
         for wrong in ["", "abc", "abc1234", "ABC123", "abc12"] {
-            assert!(!auth.is_request_secret(wrong), "{wrong}");
+            assert!(auth.authenticate(wrong).is_none(), "{wrong}");
         }
     }
 

@@ -173,7 +173,7 @@ impl Config {
             token_expire_time: raw
                 .refresh
                 .token_expire_time
-                .map(|s| seconds("refresh.token_expire_time", s))
+                .map(token_expire_time)
                 .transpose()?,
             min_retry_delay: seconds("refresh.min_retry_delay", raw.refresh.min_retry_delay)?,
             max_retry_delay: seconds("refresh.max_retry_delay", raw.refresh.max_retry_delay)?,
@@ -280,6 +280,25 @@ fn quota(raw: &raw::RawQuota) -> Result<QuotaConfig, Error> {
         daily_limit: raw.daily_limit,
         reserve: raw.reserve,
     })
+}
+
+/// Shortest `refresh.token_expire_time`: below a minute the server would refresh so
+/// often that it spends WeChat's daily quota within hours (a value meant in hours,
+/// written in seconds, is the usual mistake).
+const MIN_TOKEN_EXPIRE_TIME: f64 = 60.0;
+
+fn token_expire_time(value: f64) -> Result<Duration, Error> {
+    let key = "refresh.token_expire_time";
+    let cap = seconds(key, value)?;
+    if value < MIN_TOKEN_EXPIRE_TIME {
+        return Err(Error::invalid(
+            key,
+            format!(
+                "must be at least {MIN_TOKEN_EXPIRE_TIME} seconds (it is in seconds: WeChat's tokens live 7200), got {value}"
+            ),
+        ));
+    }
+    Ok(cap)
 }
 
 fn seconds(key: &str, value: f64) -> Result<Duration, Error> {

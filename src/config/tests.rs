@@ -73,6 +73,11 @@ fn bad_values_name_their_key() {
     assert!(e.contains("store.backend") && e.contains("mysql"), "{e}");
     let e = err(&SEED.replace("token_expire_time = 7000", "token_expire_time = -1"));
     assert!(e.contains("refresh.token_expire_time"), "{e}");
+    let e = err(&SEED.replace("token_expire_time = 7000", "token_expire_time = 2"));
+    assert!(
+        e.contains("refresh.token_expire_time") && e.contains("at least 60"),
+        "{e}"
+    );
     let e = err(&SEED.replace("https://api.weixin.qq.com/cgi-bin/token", "ftp://x"));
     assert!(e.contains("sources.access_token.url"), "{e}");
     let e = err(&format!("{SEED}\n[store]\nbackend = \"redis\""));

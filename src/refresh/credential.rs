@@ -185,16 +185,26 @@ impl Credential {
             return false;
         }
         // Newer, or the same version with another value (two instances refreshed while
-        // the store was unreachable): the store is the cluster's one truth.
-        let newer = self.current().is_none_or(|current| {
-            stored.version > current.version
-                || (stored.version == current.version && stored.value != current.value)
+        // the store was unreachable): the store is the cluster's one truth. Decided and
+        // swapped in one step, so a token installed meanwhile is never replaced by an
+        // older one.
+        let candidate = Arc::new(Token::from_stored(stored, Trigger::Peer));
+        let mut adopted = false;
+        self.current.rcu(|current| {
+            adopted = current.as_ref().is_none_or(|current| {
+                stored.version > current.version
+                    || (stored.version == current.version && stored.value != current.value)
+            });
+            if adopted {
+                Some(candidate.clone())
+            } else {
+                current.clone()
+            }
         });
-        if !newer {
-            return false;
+        if adopted {
+            self.installed.send_replace(stored.version);
         }
-        self.install(Token::from_stored(stored, Trigger::Peer));
-        true
+        adopted
     }
 
     /// The version the next fetched token gets.

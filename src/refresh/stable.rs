@@ -14,12 +14,12 @@
 //! why the probe comes first and most reports never get this far.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use super::{Credential, Refresher, Token, Trigger};
-use crate::domain::token_prefix;
+use crate::domain::{token_prefix, wechat_day_at};
 
 /// Forced stable_token calls WeChat allows per app and day (WECHAT-API.md).
 pub const FORCED_PER_DAY: u32 = 20;
@@ -30,15 +30,6 @@ pub const FORCED_SPACING: Duration = Duration::from_secs(30);
 /// because a token WeChat accepts now may be rejected a moment later (another party's
 /// forced call), and a client told "still valid" must not wait long to be believed.
 pub const PROBE_REUSE: Duration = Duration::from_secs(2);
-
-/// WeChat's day (midnight in China, UTC+8) of `time`, which is when its counters reset.
-fn wechat_day(time: SystemTime) -> u64 {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    (secs + 8 * 3600) / 86_400
-}
 
 /// Forced calls spent, and the last probe's verdict; guarded by the flight lock.
 #[derive(Debug, Default)]
@@ -120,7 +111,7 @@ impl Refresher {
                 Mode::StillAccepted(token.clone())
             }
             Ok(false) => {
-                let (day, now) = (wechat_day(SystemTime::now()), Instant::now());
+                let (day, now) = (wechat_day_at(SystemTime::now()), Instant::now());
                 if budget.allows(day, now) {
                     budget.spend(day, now);
                     Mode::Forced
@@ -167,13 +158,5 @@ mod tests {
         assert!(budget.allows(8, later));
         budget.spend(8, later);
         assert_eq!(budget.used, 1);
-    }
-
-    #[test]
-    fn wechats_day_starts_at_midnight_in_china() {
-        let day = |secs| wechat_day(UNIX_EPOCH + Duration::from_secs(secs));
-        // 1970-01-01T15:59:59Z is 23:59:59 in Beijing.
-        assert_eq!(day(15 * 3600 + 3599), 0);
-        assert_eq!(day(16 * 3600), 1);
     }
 }
