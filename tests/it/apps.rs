@@ -175,16 +175,7 @@ pub async fn stable_token_directly(
 
 /// Credentials the simulator has issued for `endpoint`.
 pub async fn issued(sim: &TestSim, endpoint: &str) -> u64 {
-    let stats: Value = sim
-        .client
-        .get(sim.url("/sim/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["issued"][endpoint].as_u64().unwrap_or(0)
+    sim.issued(endpoint).await
 }
 
 /// Waits until `/v1/tokens/{app}/{name}` answers 200.

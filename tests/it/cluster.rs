@@ -148,14 +148,8 @@ async fn while_redis_is_down_tokens_are_served_and_when_it_returns_empty_they_ar
             token,
             "still served from memory"
         );
-        let ready = app
-            .client
-            .get(format!("{}/readyz", app.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body: serde_json::Value = ready.json().await.unwrap();
+        let (status, body) = app.readiness().await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body["problems"].to_string().contains("redis"), "{body}");
     }
 
@@ -171,10 +165,8 @@ async fn while_redis_is_down_tokens_are_served_and_when_it_returns_empty_they_ar
         calls,
         "written back without calling WeChat"
     );
-    let client = apps[0].client.clone();
-    let url = format!("{}/readyz", apps[0].base);
     wait_until("ready again", Duration::from_secs(10), || async {
-        client.get(&url).send().await.unwrap().status() == StatusCode::OK
+        apps[0].readiness().await.0 == StatusCode::OK
     })
     .await;
 }

@@ -14,16 +14,6 @@ use crate::process::{BIN, Server};
 const WHITELIST_ERRMSG: &str =
     "invalid ip 203.0.113.7 ipv6 ::ffff:203.0.113.7, not in whitelist rid: 64f0";
 
-async fn readyz(app: &TestApp) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap())
-}
-
 fn problems(body: &Value) -> String {
     body["problems"]
         .as_array()
@@ -46,7 +36,7 @@ async fn healthz_is_up_and_readyz_is_ready_when_every_token_is_held() {
         .await
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
-    let (status, body) = readyz(&app).await;
+    let (status, body) = app.readiness().await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, json!({"ready": true}));
 }
@@ -68,7 +58,7 @@ async fn an_ip_whitelist_error_makes_readyz_503_until_it_is_fixed_and_is_retried
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(body["errcode"], 40164);
 
-    let (status, body) = readyz(&app).await;
+    let (status, body) = app.readiness().await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["ready"], false);
     let text = problems(&body);
@@ -92,7 +82,7 @@ async fn an_ip_whitelist_error_makes_readyz_503_until_it_is_fixed_and_is_retried
     // The whitelist is fixed (the fault is used up): the slow retry notices, and the
     // instance is ready again.
     wait_until("readyz is 200 again", Duration::from_secs(10), || async {
-        readyz(&app).await.0 == StatusCode::OK
+        app.readiness().await.0 == StatusCode::OK
     })
     .await;
     assert_eq!(app.sim.calls("/cgi-bin/token").await, before + 2);
@@ -116,16 +106,17 @@ async fn an_unwritable_store_makes_readyz_503_and_back() {
     let moved = dir.path().join("tokens-moved");
     std::fs::rename(&tokens, &moved).unwrap();
     std::fs::write(&tokens, b"not a folder").unwrap();
-    let (status, body) = readyz(&app).await;
+    let (status, body) = app.readiness().await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(problems(&body).contains("store (embedded)"), "{body}");
 
     std::fs::remove_file(&tokens).unwrap();
     std::fs::rename(&moved, &tokens).unwrap();
-    let (status, body) = readyz(&app).await;
+    let (status, body) = app.readiness().await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// A config with the access_token only (a ticket would log its dependency's errors too).
 fn server_config(
     dir: &std::path::Path,
     sim: std::net::SocketAddr,

@@ -71,18 +71,25 @@ impl TestSim {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Calls counted so far for `endpoint`, e.g. "/cgi-bin/token".
-    pub async fn calls(&self, endpoint: &str) -> u64 {
-        let stats: Value = self
+    /// `/sim/stats`: calls and issued credentials per endpoint.
+    pub async fn stats(&self) -> Value {
+        let response = self
             .client
             .get(self.url("/sim/stats"))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
-        stats["calls"][endpoint].as_u64().unwrap_or(0)
+        response.json().await.unwrap()
+    }
+
+    /// Calls counted so far for `endpoint`, e.g. "/cgi-bin/token".
+    pub async fn calls(&self, endpoint: &str) -> u64 {
+        self.stats().await["calls"][endpoint].as_u64().unwrap_or(0)
+    }
+
+    /// Credentials issued so far by `endpoint`.
+    pub async fn issued(&self, endpoint: &str) -> u64 {
+        self.stats().await["issued"][endpoint].as_u64().unwrap_or(0)
     }
 
     /// Is `access_token` accepted by "WeChat" now?
@@ -309,6 +316,17 @@ impl TestApp {
             .unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /readyz`: its status and JSON body.
+    pub async fn readiness(&self) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
     }
 
     /// Stops the server gracefully and waits for it.

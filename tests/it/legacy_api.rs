@@ -112,13 +112,7 @@ async fn a_token_not_fetched_yet_is_503_not_found() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"], "not found");
     assert!(body["message"].as_str().unwrap().contains("access_token"));
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.readiness().await.0, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]

@@ -149,14 +149,9 @@ async fn a_45009_stops_calls_for_the_day_and_says_so_everywhere() {
         0.0
     );
     assert_eq!(decisions(&scrape, "quota_refused"), 5.0);
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body = ready.text().await.unwrap();
+    let (status, body) = app.readiness().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = body.to_string();
     assert!(
         body.contains("45009") && body.contains("midnight China time"),
         "{body}"

@@ -129,11 +129,7 @@ async fn token_expire_time_caps_the_served_lifetime() {
 async fn readiness_follows_the_tokens() {
     let sim = TestSim::with_lifetime(2, 1).await;
     let app = TestApp::spawn_on(sim, "").await;
-    let ready = format!("{}/readyz", app.base);
-    assert_eq!(
-        app.client.get(&ready).send().await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.readiness().await.0, StatusCode::OK);
     // WeChat fails from now on: once the tokens die, the instance is not ready.
     app.sim
         .fault("/cgi-bin/token", 10_000, json!({"errcode": -1}))
@@ -141,23 +137,11 @@ async fn readiness_follows_the_tokens() {
     app.sim
         .fault("/cgi-bin/ticket/getticket", 10_000, json!({"errcode": -1}))
         .await;
-    let client = app.client.clone();
-    wait_until("readyz turns 503", Duration::from_secs(10), || {
-        let (client, ready) = (client.clone(), ready.clone());
-        async move {
-            client.get(&ready).send().await.unwrap().status() == StatusCode::SERVICE_UNAVAILABLE
-        }
+    wait_until("readyz turns 503", Duration::from_secs(10), || async {
+        app.readiness().await.0 == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;
-    let body: serde_json::Value = app
-        .client
-        .get(&ready)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = app.readiness().await;
     let problems = body["problems"].as_array().unwrap();
     assert!(
         problems

@@ -39,8 +39,9 @@ async fn wait_ready(client: &reqwest::Client, server: &Server) {
     .await;
 }
 
-#[tokio::test]
-async fn after_kill_9_a_restart_serves_the_same_tokens_without_calling_wechat() {
+/// A simulator and a config file for the binary on an embedded store in a temporary
+/// folder (kept alive by the returned guard).
+async fn embedded_setup() -> (TestSim, tempfile::TempDir, std::path::PathBuf) {
     let sim = TestSim::start(Default::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let store = format!(
@@ -49,6 +50,12 @@ async fn after_kill_9_a_restart_serves_the_same_tokens_without_calling_wechat() 
     );
     let config = dir.path().join("config.toml");
     std::fs::write(&config, seed_config(sim.addr, &store, "")).unwrap();
+    (sim, dir, config)
+}
+
+#[tokio::test]
+async fn after_kill_9_a_restart_serves_the_same_tokens_without_calling_wechat() {
+    let (sim, _dir, config) = embedded_setup().await;
     let client = reqwest::Client::new();
 
     let server = Server::start(&config).await;
@@ -83,14 +90,7 @@ async fn after_kill_9_a_restart_serves_the_same_tokens_without_calling_wechat() 
 
 #[tokio::test]
 async fn sigterm_stops_gracefully_and_logs_never_show_secrets_or_tokens() {
-    let sim = TestSim::start(Default::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = format!(
-        "backend = \"embedded\"\npath = \"{}\"",
-        dir.path().join("data").display()
-    );
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, seed_config(sim.addr, &store, "")).unwrap();
+    let (_sim, _dir, config) = embedded_setup().await;
     let client = reqwest::Client::new();
     let server = Server::start(&config).await;
     wait_ready(&client, &server).await;
