@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::{Credential, Refresher, Token, Trigger};
 use crate::domain::{token_prefix, wechat_day_at};
+use crate::metrics::CredentialLabels;
 
 /// Forced stable_token calls WeChat allows per app and day (WECHAT-API.md).
 pub const FORCED_PER_DAY: u32 = 20;
@@ -30,6 +31,9 @@ pub const FORCED_SPACING: Duration = Duration::from_secs(30);
 /// because a token WeChat accepts now may be rejected a moment later (another party's
 /// forced call), and a client told "still valid" must not wait long to be believed.
 pub const PROBE_REUSE: Duration = Duration::from_secs(2);
+
+/// The `endpoint` label of the probe's calls.
+const PROBE_ENDPOINT: &str = "/cgi-bin/getcallbackip";
 
 /// Forced calls spent, and the last probe's verdict; guarded by the flight lock.
 #[derive(Debug, Default)]
@@ -99,11 +103,21 @@ impl Refresher {
         }) {
             return Mode::StillAccepted(token.clone());
         }
-        match self
+        let started = Instant::now();
+        let probe = self
             .upstream
             .probe_token(&forced.probe_urls, &token.value)
-            .await
-        {
+            .await;
+        // The probe is a call to WeChat too: it shows in the upstream metrics.
+        let outcome = match &probe {
+            Ok(true) => "ok".into(),
+            Ok(false) => "token_rejected".into(),
+            Err(e) => e.outcome().into(),
+        };
+        let labels = CredentialLabels::new(&cred.key.app, &cred.key.name, PROBE_ENDPOINT);
+        self.metrics
+            .upstream_call(&labels, outcome, started.elapsed());
+        match probe {
             Ok(true) => {
                 tracing::info!(app = %cred.key.app, token = %cred.key.name, value = %token_prefix(&token.value),
                     "reported token is still accepted by WeChat; no forced stable_token call");
