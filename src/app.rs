@@ -99,6 +99,7 @@ impl App {
         // Refreshes under way finish (and are stored) before we return.
         tasks.cancel();
         tracker.wait().await;
+        self.refresher.drain().await;
         tracing::info!("stopped");
         served.context("HTTP server failed")
     }

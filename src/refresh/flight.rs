@@ -99,7 +99,7 @@ impl Refresher {
         // The attempt runs on a task of its own: a client that disconnects (or times
         // out) must not cancel a call to WeChat halfway, which would lose the token
         // WeChat just issued and leave the callers queued behind it to call again.
-        let attempt = tokio::spawn({
+        let attempt = self.forced.spawn({
             let (refresher, cred) = (self.clone(), cred.clone());
             let stale = stale.map(str::to_owned);
             async move {

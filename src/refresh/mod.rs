@@ -96,6 +96,9 @@ pub struct Refresher {
     instance_id: String,
     quota: QuotaGuard,
     metrics: Arc<Metrics>,
+    /// Force refreshes under way, each on a task of its own so that a client hanging up
+    /// cannot cancel it; a graceful shutdown waits for them (see [`Refresher::drain`]).
+    forced: tokio_util::task::TaskTracker,
 }
 
 impl Refresher {
@@ -124,8 +127,16 @@ impl Refresher {
             upstream,
             settings: config.refresh.clone(),
             instance_id: lease::instance_id(),
+            forced: tokio_util::task::TaskTracker::new(),
             metrics,
         }
+    }
+
+    /// Waits for the force refreshes under way (on shutdown: the tokens they fetch are
+    /// stored before the process exits).
+    pub async fn drain(&self) {
+        self.forced.close();
+        self.forced.wait().await;
     }
 
     /// The store tokens are kept in.

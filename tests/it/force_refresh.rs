@@ -200,3 +200,34 @@ async fn force_refresh_of_the_ticket_gives_a_new_valid_ticket() {
     assert_ne!(new, old);
     assert!(app.sim.ticket_valid(new).await);
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_waits_for_a_refresh_whose_client_gave_up() {
+    let app = TestApp::spawn().await;
+    let old = app.token("access_token").await;
+    app.sim
+        .fault("/cgi-bin/token", 1, json!({"delay_ms": 600}))
+        .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let url = format!(
+        "{}/wechat/token/forcerefresh?type=access_token&secret={}&stale={old}",
+        app.base,
+        crate::helpers::SECRET
+    );
+    assert!(
+        impatient.get(&url).send().await.is_err(),
+        "the client timed out"
+    );
+    let refresher = app.refresher.clone();
+    app.stop().await;
+    // Stopped only once the refresh that WeChat answered was installed.
+    let cred = refresher.credential("default", "access_token").unwrap();
+    let installed = cred.current().unwrap();
+    assert_ne!(
+        installed.value, old,
+        "the new token was installed before the stop ended"
+    );
+}
