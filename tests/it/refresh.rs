@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, TestSim, wait_until};
+use wechat_token_server::simulator::{DEMO_APPID, DEMO_SECRET};
+
+use crate::helpers::{SECRET, TestApp, TestSim, wait_until};
 
 /// Queries `name` until `distinct` different values were served, checking each one
 /// against the simulator the moment it is served. Returns the values in order.
@@ -159,4 +161,153 @@ async fn readiness_follows_the_tokens() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn generic_sources_post_json_bodies_and_read_renamed_fields() {
+    // Any token API of this shape works without a preset: stable_token as a POST with a
+    // JSON body, and a ticket under another name read from the reply's `ticket` field.
+    let sim = TestSim::start(Default::default()).await;
+    let text = format!(
+        r#"
+[server]
+bind = "127.0.0.1:0"
+request_secret = "{SECRET}"
+[store]
+backend = "memory"
+[sources.access_token]
+url = "http://{sim}/cgi-bin/stable_token"
+method = "POST"
+body = {{ grant_type = "client_credential", appid = "{DEMO_APPID}", secret = "{DEMO_SECRET}", force_refresh = false }}
+[sources.jsapi]
+url = "http://{sim}/cgi-bin/ticket/getticket"
+args = {{ type = "jsapi", access_token = "{{{{access_token}}}}" }}
+token_field = "ticket"
+"#,
+        sim = sim.addr
+    );
+    let app = TestApp::spawn_with(sim, &text).await;
+    let token = app.token("access_token").await;
+    let ticket = app.token("jsapi").await;
+    assert!(app.sim.token_valid(&token).await);
+    assert!(app.sim.ticket_valid(&ticket).await);
+    assert_eq!(app.sim.calls("/cgi-bin/stable_token").await, 1);
+    assert_eq!(app.sim.calls("/cgi-bin/token").await, 0);
+}
+
+/// A token API that is not WeChat's: form-encoded POST, its own field names, and (for
+/// `/bare`) no lifetime at all.
+async fn custom_token_api() -> std::net::SocketAddr {
+    use axum::{Json, Router, routing::post};
+    use std::collections::HashMap;
+    async fn token(body: String) -> Json<serde_json::Value> {
+        let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        Json(
+            match (
+                form.get("id").map(String::as_str),
+                form.get("key").map(String::as_str),
+            ) {
+                (Some("me"), Some("k3y")) => {
+                    json!({"data": {"tok": "custom-token-1"}, "ttl": "300"})
+                }
+                _ => json!({"errcode": 40125, "errmsg": "invalid key"}),
+            },
+        )
+    }
+    async fn bare() -> Json<serde_json::Value> {
+        Json(json!({"tok": "bare-token"}))
+    }
+    let router = Router::new()
+        .route("/token", post(token))
+        .route("/bare", post(bare));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+#[tokio::test]
+async fn generic_sources_post_forms_read_dotted_fields_and_fall_back_to_token_expire_time() {
+    let api = custom_token_api().await;
+    let sim = TestSim::start(Default::default()).await;
+    let text = format!(
+        r#"
+[server]
+bind = "127.0.0.1:0"
+request_secret = "{SECRET}"
+[store]
+backend = "memory"
+[refresh]
+token_expire_time = 120
+[sources.custom]
+url = "http://{api}/token"
+method = "POST"
+args = {{ id = "me", key = "k3y" }}
+token_field = "data.tok"
+expires_field = "ttl"
+[sources.bare]
+url = "http://{api}/bare"
+method = "POST"
+token_field = "tok"
+"#
+    );
+    let app = TestApp::spawn_with(sim, &text).await;
+    let (_, body) = app.get("/wechat/token?type=custom").await;
+    assert_eq!(body["custom"], "custom-token-1");
+    // 300 s from the reply, capped at token_expire_time.
+    assert!(body["expires_in"].as_u64().unwrap() <= 120, "{body}");
+    let (_, body) = app.get("/wechat/token?type=bare").await;
+    assert_eq!(body["bare"], "bare-token");
+    let expires_in = body["expires_in"].as_u64().unwrap();
+    assert!(
+        (110..=120).contains(&expires_in),
+        "no lifetime in the reply: token_expire_time, {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_generic_source_that_answers_an_errcode_fails_with_it() {
+    let api = custom_token_api().await;
+    let sim = TestSim::start(Default::default()).await;
+    let text = format!(
+        r#"
+[server]
+bind = "127.0.0.1:0"
+request_secret = "{SECRET}"
+[store]
+backend = "memory"
+[refresh]
+min_retry_delay = 30
+[sources.custom]
+url = "http://{api}/token"
+method = "POST"
+args = {{ id = "me", key = "wrong" }}
+token_field = "data.tok"
+"#
+    );
+    let app = TestApp::start(sim, &text).await;
+    wait_until(
+        "the failure is recorded",
+        Duration::from_secs(5),
+        || async {
+            app.refresher
+                .credential("default", "custom")
+                .unwrap()
+                .status()
+                .last_error
+                .is_some()
+        },
+    )
+    .await;
+    let status = app
+        .refresher
+        .credential("default", "custom")
+        .unwrap()
+        .status();
+    let (error, _) = status.last_error.unwrap();
+    assert_eq!(error.errcode(), Some(40125));
+    let (status, body) = app.get("/wechat/token?type=custom").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 }
