@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::{Notify, watch};
@@ -29,12 +29,37 @@ pub struct Token {
     pub version: u64,
     /// What caused the refresh that produced it.
     pub trigger: Trigger,
+    /// `expires_at` on the monotonic clock, so that a wall clock stepped backwards
+    /// cannot keep a token served past its real end.
+    deadline: Instant,
 }
 
 impl Token {
-    /// Life left at `now` (zero once expired).
+    pub fn new(
+        value: String,
+        expires_at: SystemTime,
+        refreshed_at: SystemTime,
+        version: u64,
+        trigger: Trigger,
+    ) -> Self {
+        let left = expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        Self {
+            value,
+            expires_at,
+            refreshed_at,
+            version,
+            trigger,
+            deadline: Instant::now() + left,
+        }
+    }
+
+    /// Life left at `now` (zero once expired), by the wall clock or the monotonic one,
+    /// whichever says less: a clock step in either direction errs on the safe side.
     pub fn remaining(&self, now: SystemTime) -> Duration {
-        self.expires_at.duration_since(now).unwrap_or_default()
+        let by_wall = self.expires_at.duration_since(now).unwrap_or_default();
+        by_wall.min(self.deadline.saturating_duration_since(Instant::now()))
     }
 
     /// The lifetime it was given when fetched.
@@ -45,17 +70,17 @@ impl Token {
     }
 
     pub fn is_live(&self, now: SystemTime) -> bool {
-        self.expires_at > now
+        self.expires_at > now && Instant::now() < self.deadline
     }
 
     pub fn from_stored(stored: &StoredToken, trigger: Trigger) -> Self {
-        Self {
-            value: stored.value.clone(),
-            expires_at: from_unix_millis(stored.expires_at_ms),
-            refreshed_at: from_unix_millis(stored.refreshed_at_ms),
-            version: stored.version,
+        Self::new(
+            stored.value.clone(),
+            from_unix_millis(stored.expires_at_ms),
+            from_unix_millis(stored.refreshed_at_ms),
+            stored.version,
             trigger,
-        }
+        )
     }
 
     pub fn to_stored(&self, key: &CredentialKey) -> StoredToken {
@@ -258,5 +283,32 @@ impl Credential {
         // A failed force refresh can change when the scheduler should try next (an
         // error only a person can fix is retried on its own slow clock).
         self.failed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wall_clock_stepped_backwards_does_not_extend_a_token() {
+        let now = SystemTime::now();
+        let token = Token::new(
+            "T".into(),
+            now + Duration::from_secs(10),
+            now,
+            1,
+            Trigger::Scheduled,
+        );
+        // A clock an hour behind would read the token as having an hour more to live.
+        let behind = now - Duration::from_secs(3600);
+        assert!(token.remaining(behind) <= Duration::from_secs(10));
+        assert!(token.is_live(behind));
+        // A clock ahead makes it expire early: the safe side.
+        assert!(!token.is_live(now + Duration::from_secs(11)));
+        assert_eq!(
+            token.remaining(now + Duration::from_secs(11)),
+            Duration::ZERO
+        );
     }
 }

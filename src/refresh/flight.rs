@@ -378,18 +378,19 @@ impl Refresher {
             .map_or(lifetime, |cap| lifetime.min(cap));
         // The lifetime counts from before the request was sent, so we never serve a
         // token past WeChat's own expiry.
-        let token = Token {
-            value: fetched.value,
-            expires_at: started.checked_add(lifetime).ok_or_else(|| {
-                upstream::Error::Malformed(format!(
-                    "a lifetime of {} s is out of range",
-                    lifetime.as_secs()
-                ))
-            })?,
-            refreshed_at: started,
-            version: cred.next_version(),
+        let expires_at = started.checked_add(lifetime).ok_or_else(|| {
+            upstream::Error::Malformed(format!(
+                "a lifetime of {} s is out of range",
+                lifetime.as_secs()
+            ))
+        })?;
+        let token = Token::new(
+            fetched.value,
+            expires_at,
+            started,
+            cred.next_version(),
             trigger,
-        };
+        );
         match self.store.save(&token.to_stored(&cred.key)).await {
             Ok(SaveOutcome::Saved) => {}
             Ok(SaveOutcome::Outdated) => {
