@@ -29,6 +29,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
+/// Written only when a refusal is logged: the serving path formats nothing.
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
 /// Why a request is denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
@@ -48,20 +58,17 @@ pub fn identify(
     presented: Option<&str>,
     peer: Peer,
 ) -> Result<Caller, Denied> {
-    let peer_text = peer
-        .0
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let Some(caller) = presented.and_then(|secret| auth.authenticate(secret)) else {
         let reason = if presented.is_some() {
             "unknown key"
         } else {
             "no key"
         };
-        tracing::warn!(route, peer = %peer_text, reason, "request refused");
+        tracing::warn!(route, peer = %peer, reason, "request refused");
         return Err(Denied::Unauthenticated);
     };
     caller.check_network(peer.0).map_err(|refusal| {
-        tracing::warn!(route, client = caller.name(), peer = %peer_text, reason = %refusal, "request refused");
+        tracing::warn!(route, client = caller.name(), peer = %peer, reason = %refusal, "request refused");
         Denied::Refused(refusal)
     })?;
     Ok(caller)

@@ -33,21 +33,10 @@ pub async fn sim() -> TestSim {
 
 /// `[server]`, `[store]` (memory) and `[refresh]` with fast retries, then `rest`.
 pub fn config(rest: &str) -> String {
-    format!(
-        r#"
-[server]
-bind = "127.0.0.1:0"
-request_secret = "{SECRET}"
-
-[store]
-backend = "memory"
-
-[refresh]
-min_retry_delay = 0.05
-max_retry_delay = 0.5
-
-{rest}
-"#
+    crate::helpers::config_with(
+        crate::helpers::MEMORY_STORE,
+        crate::helpers::FAST_RETRIES,
+        rest,
     )
 }
 

@@ -52,17 +52,10 @@ async fn a_storm_without_stale_right_after_a_refresh_costs_no_call() {
     assert_eq!(app.sim.calls("/cgi-bin/token").await, before);
 }
 
-#[tokio::test]
-async fn a_client_that_gives_up_does_not_cancel_the_refresh_it_started() {
-    let app = TestApp::spawn().await;
-    let old = app.token("access_token").await;
-    let before = app.sim.calls("/cgi-bin/token").await;
-    app.sim
-        .fault("/cgi-bin/token", 1, json!({"delay_ms": 800}))
-        .await;
-    // The first reporter hangs up long before WeChat answers.
+/// Reports `old` as stale with a client that gives up after `patience_ms`.
+async fn report_and_hang_up(app: &TestApp, old: &str, patience_ms: u64) {
     let impatient = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_millis(200))
+        .timeout(std::time::Duration::from_millis(patience_ms))
         .build()
         .unwrap();
     let url = format!(
@@ -74,6 +67,18 @@ async fn a_client_that_gives_up_does_not_cancel_the_refresh_it_started() {
         impatient.get(&url).send().await.is_err(),
         "the client timed out"
     );
+}
+
+#[tokio::test]
+async fn a_client_that_gives_up_does_not_cancel_the_refresh_it_started() {
+    let app = TestApp::spawn().await;
+    let old = app.token("access_token").await;
+    let before = app.sim.calls("/cgi-bin/token").await;
+    app.sim
+        .fault("/cgi-bin/token", 1, json!({"delay_ms": 800}))
+        .await;
+    // The first reporter hangs up long before WeChat answers.
+    report_and_hang_up(&app, &old, 200).await;
     // Others report the same token meanwhile: they share the call under way.
     let replies = join_all((0..20).map(|_| app.force("access_token", Some(&old)))).await;
     let new: HashSet<String> = replies
@@ -208,19 +213,7 @@ async fn a_graceful_shutdown_waits_for_a_refresh_whose_client_gave_up() {
     app.sim
         .fault("/cgi-bin/token", 1, json!({"delay_ms": 600}))
         .await;
-    let impatient = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_millis(100))
-        .build()
-        .unwrap();
-    let url = format!(
-        "{}/wechat/token/forcerefresh?type=access_token&secret={}&stale={old}",
-        app.base,
-        crate::helpers::SECRET
-    );
-    assert!(
-        impatient.get(&url).send().await.is_err(),
-        "the client timed out"
-    );
+    report_and_hang_up(&app, &old, 100).await;
     let refresher = app.refresher.clone();
     app.stop().await;
     // Stopped only once the refresh that WeChat answered was installed.

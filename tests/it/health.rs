@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use wechat_token_server::simulator::{DEMO_APPID, DEMO_SECRET, SimConfig};
+use wechat_token_server::simulator::{DEMO_SECRET, SimConfig};
 
-use crate::helpers::{SECRET, SIM_PLACEHOLDER, TestApp, TestSim, seed_config, wait_until};
+use crate::helpers::{
+    FAST_RETRIES, MEMORY_STORE, SIM_PLACEHOLDER, TestApp, TestSim, access_token_source,
+    config_with, seed_config, wait_until,
+};
 use crate::process::{BIN, Server};
 
 const WHITELIST_ERRMSG: &str =
@@ -29,13 +32,7 @@ fn problems(body: &Value) -> String {
 #[tokio::test]
 async fn healthz_is_up_and_readyz_is_ready_when_every_token_is_held() {
     let app = TestApp::spawn().await;
-    let health = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(app.page("/healthz").await.0, StatusCode::OK);
     let (status, body) = app.readiness().await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, json!({"ready": true}));
@@ -122,25 +119,8 @@ fn server_config(
     sim: std::net::SocketAddr,
     refresh: &str,
 ) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[server]
-bind = "127.0.0.1:0"
-request_secret = "{SECRET}"
-
-[store]
-backend = "memory"
-
-[refresh]
-min_retry_delay = 0.05
-max_retry_delay = 0.5
-{refresh}
-
-[sources.access_token]
-url = "http://{sim}/cgi-bin/token"
-args = {{ grant_type = "client_credential", appid = "{DEMO_APPID}", secret = "{DEMO_SECRET}" }}
-"#
-    );
+    let refresh = format!("{FAST_RETRIES}\n{refresh}");
+    let text = config_with(MEMORY_STORE, &refresh, &access_token_source(sim));
     let path = dir.join("config.toml");
     std::fs::write(&path, text).unwrap();
     path

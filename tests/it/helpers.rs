@@ -168,9 +168,15 @@ impl TestSim {
     }
 }
 
-/// The seed-style config of the tests: access_token and the jsapi ticket of the demo
-/// app on `sim`, plus `extra` TOML appended to the `[refresh]` table.
-pub fn seed_config(sim: SocketAddr, store: &str, refresh_extra: &str) -> String {
+/// `[refresh]` settings whose retries a test does not wait long for.
+pub const FAST_RETRIES: &str = "min_retry_delay = 0.05\nmax_retry_delay = 0.5";
+
+/// The `[store]` of most tests.
+pub const MEMORY_STORE: &str = "backend = \"memory\"";
+
+/// A config: `[server]` on port 0 with [`SECRET`], then `store` and `refresh` as the
+/// bodies of their tables, then `rest` (sources, apps, ...).
+pub fn config_with(store: &str, refresh: &str, rest: &str) -> String {
     format!(
         r#"
 [server]
@@ -181,18 +187,43 @@ request_secret = "{SECRET}"
 {store}
 
 [refresh]
-min_retry_delay = 0.05
-max_retry_delay = 0.5
-{refresh_extra}
+{refresh}
 
+{rest}
+"#
+    )
+}
+
+/// The demo app's access_token source on `sim`.
+pub fn access_token_source(sim: SocketAddr) -> String {
+    format!(
+        r#"
 [sources.access_token]
 url = "http://{sim}/cgi-bin/token"
 args = {{ grant_type = "client_credential", appid = "{DEMO_APPID}", secret = "{DEMO_SECRET}" }}
+"#
+    )
+}
 
+/// The seed's two sources on `sim`: the demo app's access_token and jsapi ticket.
+pub fn seed_sources(sim: SocketAddr) -> String {
+    access_token_source(sim)
+        + &format!(
+            r#"
 [sources.ticket]
 url = "http://{sim}/cgi-bin/ticket/getticket"
 args = {{ type = "jsapi", access_token = "{{{{access_token}}}}" }}
 "#
+        )
+}
+
+/// The seed-style config of the tests: [`seed_sources`] with fast retries, plus
+/// `refresh_extra` in the `[refresh]` table.
+pub fn seed_config(sim: SocketAddr, store: &str, refresh_extra: &str) -> String {
+    config_with(
+        store,
+        &format!("{FAST_RETRIES}\n{refresh_extra}"),
+        &seed_sources(sim),
     )
 }
 
@@ -200,15 +231,18 @@ args = {{ type = "jsapi", access_token = "{{{{access_token}}}}" }}
 /// that look at the state before any retry. Needs the sim address filled in by
 /// [`TestApp::start`]: the placeholder `SIM` is replaced there.
 pub fn seed_config_for_memory_with_slow_retries() -> String {
-    seed_config(SIM_PLACEHOLDER.parse().unwrap(), "backend = \"memory\"", "")
-        .replace("min_retry_delay = 0.05", "min_retry_delay = 30")
-        .replace("max_retry_delay = 0.5", "max_retry_delay = 60")
+    let sim = SIM_PLACEHOLDER.parse().unwrap();
+    config_with(
+        MEMORY_STORE,
+        "min_retry_delay = 30\nmax_retry_delay = 60",
+        &seed_sources(sim),
+    )
 }
 
 /// Config for a server on the memory store with the tests' fast retries, on the
 /// simulator given to [`TestApp::start`].
 pub fn seed_config_for_memory_with_fast_retries() -> String {
-    seed_config(SIM_PLACEHOLDER.parse().unwrap(), "backend = \"memory\"", "")
+    seed_config(SIM_PLACEHOLDER.parse().unwrap(), MEMORY_STORE, "")
 }
 
 /// Stands for the simulator's address in configs written before it is known.
@@ -316,6 +350,17 @@ impl TestApp {
             .unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET `path` without credentials (status page, health): status and body text.
+    pub async fn page(&self, path: &str) -> (StatusCode, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
     }
 
     /// `GET /readyz`: its status and JSON body.

@@ -156,15 +156,7 @@ async fn a_45009_stops_calls_for_the_day_and_says_so_everywhere() {
         body.contains("45009") && body.contains("midnight China time"),
         "{body}"
     );
-    let page = app
-        .client
-        .get(&app.base)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, page) = app.page("/").await;
     assert!(page.contains("quota used up (45009)"), "{page}");
 }
 

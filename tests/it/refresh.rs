@@ -7,7 +7,7 @@ use serde_json::json;
 
 use wechat_token_server::simulator::{DEMO_APPID, DEMO_SECRET};
 
-use crate::helpers::{SECRET, TestApp, TestSim, wait_until};
+use crate::helpers::{MEMORY_STORE, TestApp, TestSim, config_with, wait_until};
 
 /// Queries `name` until `distinct` different values were served, checking each one
 /// against the simulator the moment it is served. Returns the values in order.
@@ -168,13 +168,8 @@ async fn generic_sources_post_json_bodies_and_read_renamed_fields() {
     // Any token API of this shape works without a preset: stable_token as a POST with a
     // JSON body, and a ticket under another name read from the reply's `ticket` field.
     let sim = TestSim::start(Default::default()).await;
-    let text = format!(
+    let sources = format!(
         r#"
-[server]
-bind = "127.0.0.1:0"
-request_secret = "{SECRET}"
-[store]
-backend = "memory"
 [sources.access_token]
 url = "http://{sim}/cgi-bin/stable_token"
 method = "POST"
@@ -186,6 +181,7 @@ token_field = "ticket"
 "#,
         sim = sim.addr
     );
+    let text = config_with(MEMORY_STORE, "", &sources);
     let app = TestApp::spawn_with(sim, &text).await;
     let token = app.token("access_token").await;
     let ticket = app.token("jsapi").await;
@@ -232,15 +228,8 @@ async fn custom_token_api() -> std::net::SocketAddr {
 async fn generic_sources_post_forms_read_dotted_fields_and_fall_back_to_token_expire_time() {
     let api = custom_token_api().await;
     let sim = TestSim::start(Default::default()).await;
-    let text = format!(
+    let sources = format!(
         r#"
-[server]
-bind = "127.0.0.1:0"
-request_secret = "{SECRET}"
-[store]
-backend = "memory"
-[refresh]
-token_expire_time = 120
 [sources.custom]
 url = "http://{api}/token"
 method = "POST"
@@ -253,6 +242,7 @@ method = "POST"
 token_field = "tok"
 "#
     );
+    let text = config_with(MEMORY_STORE, "token_expire_time = 120", &sources);
     let app = TestApp::spawn_with(sim, &text).await;
     let (_, body) = app.get("/wechat/token?type=custom").await;
     assert_eq!(body["custom"], "custom-token-1");
@@ -271,15 +261,8 @@ token_field = "tok"
 async fn a_generic_source_that_answers_an_errcode_fails_with_it() {
     let api = custom_token_api().await;
     let sim = TestSim::start(Default::default()).await;
-    let text = format!(
+    let sources = format!(
         r#"
-[server]
-bind = "127.0.0.1:0"
-request_secret = "{SECRET}"
-[store]
-backend = "memory"
-[refresh]
-min_retry_delay = 30
 [sources.custom]
 url = "http://{api}/token"
 method = "POST"
@@ -287,6 +270,7 @@ args = {{ id = "me", key = "wrong" }}
 token_field = "data.tok"
 "#
     );
+    let text = config_with(MEMORY_STORE, "min_retry_delay = 30", &sources);
     let app = TestApp::start(sim, &text).await;
     wait_until(
         "the failure is recorded",
