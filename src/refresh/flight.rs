@@ -114,9 +114,12 @@ impl Refresher {
         });
         match tokio::time::timeout(FORCE_REFRESH_WAIT, attempt).await {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(panicked)) => {
-                Err(upstream::Error::Transport(format!("refresh task failed: {panicked}")).into())
-            }
+            // The attempt died part-way, perhaps with its call to WeChat out: as with a
+            // connection lost after sending, the outcome is unknown.
+            Ok(Err(panicked)) => Err(upstream::Error::Transport(upstream::Cause::message(
+                format!("refresh task failed: {panicked}"),
+            ))
+            .into()),
             // The attempt goes on, and its token is served when it arrives.
             Err(_) => Err(upstream::Error::Timeout.into()),
         }

@@ -2,6 +2,7 @@
 //! `errcode` turned into a typed error that callers can match on.
 
 pub mod errcode;
+mod error;
 pub mod template;
 
 use std::time::Duration;
@@ -11,6 +12,8 @@ use serde_json::Value;
 
 use crate::config::{Method, SourceConfig};
 
+pub use error::{Cause, Error};
+
 /// WeChat errcodes meaning "the access_token you sent is not (or no longer) valid".
 pub const TOKEN_REJECTED_CODES: [i64; 3] = [40001, 42001, 40014];
 
@@ -19,69 +22,21 @@ pub const TOKEN_REJECTED_CODES: [i64; 3] = [40001, 42001, 40014];
 /// and would overflow time arithmetic further on.
 pub const MAX_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 
-/// Longest token we accept; WeChat asks for at least 512 characters of room.
-const MAX_TOKEN_LEN: usize = 8192;
+/// Longest token we accept (SPEC "Never served"). WeChat asks for 512 characters of
+/// room; four times that is far beyond any token seen, and short enough that a broken
+/// or hostile reply cannot make us store and serve junk.
+pub const MAX_TOKEN_LEN: usize = 2048;
 
-/// Why a call to WeChat failed. `Clone` so that every caller that shared one refresh
-/// gets the same error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    /// WeChat answered with a non-zero errcode.
-    #[error("WeChat refused: errcode {errcode}: {errmsg}")]
-    WeChat { errcode: i64, errmsg: String },
-    /// The host answered with an HTTP error status.
-    #[error("WeChat answered HTTP {0}")]
-    Status(u16),
-    #[error("WeChat did not answer in time")]
-    Timeout,
-    #[error("cannot reach WeChat: {0}")]
-    Transport(String),
-    #[error("WeChat's reply is malformed: {0}")]
-    Malformed(String),
-    /// A `{{name}}` argument could not be resolved because that token is unavailable.
-    #[error("token {0} it depends on is not available")]
-    Dependency(String),
-    /// WeChat was not called: the cluster could not agree who refreshes (shared store
-    /// unreachable while the current token is still good, or another instance busy).
-    #[error("refresh deferred: {0}")]
-    Deferred(String),
-}
+/// Largest reply body we read from a token source (SPEC "Never served": 1 MiB). A token
+/// reply is a few hundred bytes; a host sending more is broken or hostile, and is cut
+/// off there instead of filling memory.
+pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
-impl Error {
-    /// Is this WeChat saying that the access_token we sent is invalid or expired?
-    pub fn is_token_rejected(&self) -> bool {
-        matches!(self, Error::WeChat { errcode, .. } if TOKEN_REJECTED_CODES.contains(errcode))
-    }
-
-    /// WeChat's errcode, when WeChat gave one.
-    pub fn errcode(&self) -> Option<i64> {
-        match self {
-            Error::WeChat { errcode, .. } => Some(*errcode),
-            _ => None,
-        }
-    }
-
-    /// A short label for metrics and status: the errcode, `http_502`, `timeout`, ...
-    pub fn outcome(&self) -> String {
-        match self {
-            Error::WeChat { errcode, .. } => errcode.to_string(),
-            Error::Status(status) => format!("http_{status}"),
-            Error::Timeout => "timeout".into(),
-            Error::Transport(_) => "unreachable".into(),
-            Error::Malformed(_) => "malformed".into(),
-            Error::Dependency(_) => "dependency".into(),
-            Error::Deferred(_) => "deferred".into(),
-        }
-    }
-
-    /// Should the next host of a fallback list be tried? Only when this host failed,
-    /// not when WeChat gave an answer.
-    fn try_next_host(&self) -> bool {
-        matches!(
-            self,
-            Error::Status(_) | Error::Timeout | Error::Transport(_)
-        )
-    }
+/// Is `value` fit to be served as a token? Not empty or only whitespace, at most
+/// [`MAX_TOKEN_LEN`] bytes, no control characters (which could split a header or a log
+/// line of the business servers it is handed to).
+pub fn is_usable_token(value: &str) -> bool {
+    !value.trim().is_empty() && value.len() <= MAX_TOKEN_LEN && !value.chars().any(char::is_control)
 }
 
 /// A token as WeChat returned it.
@@ -106,6 +61,9 @@ impl Upstream {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("wechat-token-server/", env!("CARGO_PKG_VERSION")))
+            // A redirect is an error, never followed: the request carries the app
+            // secret (in the query or the body), which must go to no other host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self { client })
     }
@@ -114,7 +72,10 @@ impl Upstream {
     /// the source refers to. Hosts are tried in order until one answers.
     ///
     /// # Errors
-    /// See [`Error`].
+    /// See [`Error`]. When several hosts failed, the error is the last one's, unless an
+    /// earlier host may have issued a token ([`Error::may_have_issued`]) and the last
+    /// did not: then the earlier error is returned, so the caller knows a token may be
+    /// out.
     pub async fn fetch(
         &self,
         source: &SourceConfig,
@@ -156,18 +117,27 @@ impl Upstream {
             ));
         }
         let body = body.map(|b| render_json(b, lookup)).transpose()?;
-        let mut last = Error::Transport("no URL configured".into());
+        let mut last = no_url();
         for url in &source.urls {
-            match self.call(url, source, &args, body.as_ref()).await {
+            let host = url.host_str().unwrap_or("");
+            let e = match self.call(url, source, &args, body.as_ref()).await {
                 Ok(reply) => {
-                    return parse_reply(&reply, &source.token_field, &source.expires_field);
+                    match parse_reply(&reply, &source.token_field, &source.expires_field) {
+                        Ok(fetched) => return Ok(fetched),
+                        Err(e) => e,
+                    }
                 }
                 Err(e) if e.try_next_host() => {
-                    tracing::warn!(host = url.host_str().unwrap_or(""), error = %e, "token host failed");
-                    last = e;
+                    tracing::warn!(host, error = %e, "token host failed");
+                    last = keep_unknown_outcome(last, e);
+                    continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            if last.may_have_issued() && !e.may_have_issued() {
+                tracing::warn!(host, error = %e, "token host failed after an earlier host's outcome was lost");
             }
+            return Err(keep_unknown_outcome(last, e));
         }
         Err(last)
     }
@@ -179,7 +149,7 @@ impl Upstream {
     /// # Errors
     /// When no host answered, or WeChat answered with another error: then nobody knows.
     pub async fn probe_token(&self, urls: &[Url], access_token: &str) -> Result<bool, Error> {
-        let mut last = Error::Transport("no URL configured".into());
+        let mut last = no_url();
         for url in urls {
             let request = self
                 .client
@@ -222,32 +192,66 @@ impl Upstream {
         Self::send(request).await
     }
 
-    /// Sends a request and reads its JSON reply; an HTTP error status is an error.
+    /// Sends a request and reads its JSON reply; an HTTP error status (a redirect
+    /// included: none is followed) is an error.
     async fn send(request: reqwest::RequestBuilder) -> Result<Value, Error> {
-        let response = request.send().await.map_err(classify)?;
+        let mut response = request.send().await.map_err(Error::from_send)?;
         let status = response.status();
         if !status.is_success() {
             return Err(Error::Status(status.as_u16()));
         }
-        let bytes = response.bytes().await.map_err(classify)?;
+        let bytes = read_capped(&mut response).await?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Malformed(format!("not JSON ({e})")))
     }
 }
 
-fn classify(e: reqwest::Error) -> Error {
-    if e.is_timeout() {
-        Error::Timeout
+/// The error of a call that failed on host after host: the latest, unless an earlier
+/// host may have issued a token and the latest did not. What a later host says (cannot
+/// be reached, or an errcode) tells nothing about the earlier request, and the caller
+/// must know that a token may be out ([`Error::may_have_issued`]) more than it needs
+/// the later host's errcode, which is logged.
+fn keep_unknown_outcome(earlier: Error, latest: Error) -> Error {
+    if earlier.may_have_issued() && !latest.may_have_issued() {
+        earlier
     } else {
-        // Without the URL: it carries the app secret in its query string.
-        Error::Transport(e.without_url().to_string())
+        latest
     }
+}
+
+/// The error of a call with no host to send it to.
+fn no_url() -> Error {
+    Error::Connect(Cause::message("no URL configured"))
+}
+
+/// Reads a reply's body chunk by chunk, up to [`MAX_REPLY_BYTES`]: a larger body is
+/// refused as soon as its declared length or the bytes read so far pass the limit, and
+/// the rest is never read (dropping the response closes the connection).
+async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, Error> {
+    let too_large =
+        || Error::Malformed(format!("reply larger than {MAX_REPLY_BYTES} bytes (1 MiB)"));
+    let declared = response.content_length();
+    if declared.is_some_and(|len| len > MAX_REPLY_BYTES as u64) {
+        return Err(too_large());
+    }
+    // Trust a declared length for the first allocation only, and only up to the cap.
+    let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+    while let Some(chunk) = response.chunk().await.map_err(Error::from_body)? {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn render_json(value: &Value, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Value, Error> {
     Ok(match value {
         Value::String(s) => {
-            let template =
-                template::Template::parse(s).map_err(|e| Error::Malformed(e.to_string()))?;
+            // The config loader checks body templates, so this is a broken
+            // SourceConfig; either way the request is never sent.
+            let template = template::Template::parse(s).map_err(|e| {
+                Error::Connect(Cause::message(format!("bad template in the body: {e}")))
+            })?;
             Value::String(template.render(lookup).map_err(Error::Dependency)?)
         }
         Value::Array(items) => Value::Array(
@@ -283,7 +287,7 @@ fn parse_reply(reply: &Value, token_field: &str, expires_field: &str) -> Result<
     let value = field(reply, token_field)
         .and_then(Value::as_str)
         .ok_or_else(|| Error::Malformed(format!("no string field {token_field:?}")))?;
-    if value.is_empty() || value.len() > MAX_TOKEN_LEN || value.chars().any(char::is_control) {
+    if !is_usable_token(value) {
         return Err(Error::Malformed(format!(
             "field {token_field:?} is not a usable token"
         )));
@@ -313,6 +317,9 @@ fn parse_reply(reply: &Value, token_field: &str, expires_field: &str) -> Result<
 fn field<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(value, |v, key| v.get(key))
 }
+
+#[cfg(test)]
+mod http_tests;
 
 #[cfg(test)]
 mod tests {
@@ -379,6 +386,49 @@ mod tests {
                 ),
                 "{reply}"
             );
+        }
+    }
+
+    fn token_of(value: &str) -> Result<Fetched, Error> {
+        parse_reply(
+            &json!({"access_token": value, "expires_in": 7200}),
+            "access_token",
+            "expires_in",
+        )
+    }
+
+    fn assert_unusable(value: &str) {
+        assert!(
+            matches!(token_of(value), Err(Error::Malformed(m)) if m.contains("not a usable token")),
+            "{value:?} was accepted"
+        );
+    }
+
+    #[test]
+    fn an_empty_or_whitespace_only_token_is_malformed() {
+        for value in ["", " ", "   ", "\u{3000}", " \u{a0} "] {
+            assert_unusable(value);
+        }
+        assert_eq!(
+            token_of(" T ").unwrap().value,
+            " T ",
+            "kept as WeChat sent it"
+        );
+    }
+
+    #[test]
+    fn a_token_over_2048_bytes_is_malformed() {
+        assert_eq!(token_of(&"a".repeat(2048)).unwrap().value.len(), 2048);
+        assert_unusable(&"a".repeat(2049));
+        // Bytes, not characters: 683 three-byte characters are 2049 bytes.
+        assert_unusable(&"字".repeat(683));
+        assert!(token_of(&"字".repeat(682)).is_ok());
+    }
+
+    #[test]
+    fn a_token_holding_a_control_character_is_malformed() {
+        for value in ["T\nX", "T\rX", "T\tX", "\u{0}T", "T\u{7f}", "T\u{85}"] {
+            assert_unusable(value);
         }
     }
 

@@ -55,10 +55,12 @@ async fn every_contract_metric_is_exported_in_the_prometheus_text_format() {
 #[tokio::test]
 async fn upstream_calls_and_refreshes_are_counted_by_outcome_under_faults() {
     let sim = TestSim::start(SimConfig::default()).await;
-    // The first fetch meets a busy WeChat, then a proxy error, then succeeds.
+    // The first fetch meets a busy WeChat, then a proxy error, then a connection
+    // dropped after the request was sent, then succeeds.
     sim.fault("/cgi-bin/token", 1, json!({"errcode": -1})).await;
     sim.fault("/cgi-bin/token", 1, json!({"http_status": 502}))
         .await;
+    sim.fault("/cgi-bin/token", 1, json!({"drop": true})).await;
     let app = TestApp::spawn_on(sim, "").await;
 
     let scrape = Scrape::of(&app).await;
@@ -70,6 +72,7 @@ async fn upstream_calls_and_refreshes_are_counted_by_outcome_under_faults() {
     };
     assert_eq!(calls("-1"), 1.0, "{scrape}");
     assert_eq!(calls("http_502"), 1.0, "{scrape}");
+    assert_eq!(calls("connection_lost"), 1.0, "{scrape}");
     assert_eq!(calls("ok"), 1.0, "{scrape}");
     assert_eq!(
         scrape.value("wts_upstream_calls_total", &[TOKEN]),
@@ -82,12 +85,13 @@ async fn upstream_calls_and_refreshes_are_counted_by_outcome_under_faults() {
         |outcome| scrape.value("wts_refreshes_total", &[APP, TOKEN, ("outcome", outcome)]);
     assert_eq!(refreshes("-1"), 1.0, "{scrape}");
     assert_eq!(refreshes("http_502"), 1.0, "{scrape}");
+    assert_eq!(refreshes("connection_lost"), 1.0, "{scrape}");
     assert_eq!(refreshes("ok"), 1.0, "{scrape}");
     let by_trigger =
         |trigger| scrape.value("wts_refreshes_total", &[APP, TOKEN, ("trigger", trigger)]);
     assert_eq!(
         by_trigger("scheduled") + by_trigger("dependency"),
-        3.0,
+        4.0,
         "{scrape}"
     );
     assert_eq!(
@@ -95,7 +99,7 @@ async fn upstream_calls_and_refreshes_are_counted_by_outcome_under_faults() {
             "wts_upstream_duration_seconds_count",
             &[APP, TOKEN_ENDPOINT]
         ),
-        3.0
+        4.0
     );
 
     // A 45009 is counted under its errcode.
