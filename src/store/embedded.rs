@@ -5,7 +5,16 @@
 //! over the old file, and the folder is fsynced: after a crash at any point the file
 //! holds either the old or the new token, never a torn one. A handful of tokens
 //! refreshed every couple of hours needs nothing heavier than this.
+//!
+//! One process per folder: the store holds an exclusive lock on `store.path/.lock` for
+//! its whole life, so a second server started on the same folder (whose saves would
+//! race this one's, and whose refreshes would replace this one's tokens at WeChat)
+//! refuses to start. The lock is the operating system's (`flock` on Unix), so it goes
+//! with the process, even after `kill -9`: there is no stale lock file to clean up.
+//!
+//! Files are created readable by their owner only (0600): they hold live tokens.
 
+use std::fs::{File, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,7 +33,14 @@ pub struct EmbeddedStore {
     quota_lock: Arc<Mutex<()>>,
     /// Likewise for the read-compare-write of a token save.
     token_lock: Arc<Mutex<()>>,
+    /// `store.path/.lock`, locked exclusively: no other store (in this process or
+    /// another) uses the folder while this one is open. Closing the file on drop
+    /// releases the lock.
+    _folder_lock: File,
 }
+
+/// The lock file's name, in `store.path`.
+const LOCK_FILE: &str = ".lock";
 
 /// The content of `quota/<app>.json`: the counts of one WeChat day.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -34,11 +50,15 @@ struct QuotaFile {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating it if needed) the store folder.
+    /// Opens (creating it if needed) the store folder, and locks it for as long as the
+    /// store lives.
     ///
     /// # Errors
-    /// When the folder cannot be created or written.
+    /// [`Error::Locked`] when another store, in this process or another, has the folder
+    /// open; [`Error::Io`] when the folder cannot be created or written.
     pub fn open(path: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(path).map_err(|source| io(path, source))?;
+        let folder_lock = lock_folder(path)?;
         let root = path.join("tokens");
         std::fs::create_dir_all(&root).map_err(|source| io(&root, source))?;
         // Fail now, not at the first refresh, when the folder is not writable.
@@ -50,6 +70,7 @@ impl EmbeddedStore {
             quota_root,
             quota_lock: Arc::default(),
             token_lock: Arc::default(),
+            _folder_lock: folder_lock,
         })
     }
 
@@ -63,9 +84,35 @@ impl EmbeddedStore {
     }
 }
 
+/// Takes the exclusive lock on `folder`'s lock file, without waiting.
+fn lock_folder(folder: &Path) -> Result<File, Error> {
+    let path = folder.join(LOCK_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path).map_err(|source| io(&path, source))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: folder.display().to_string(),
+        }),
+        Err(TryLockError::Error(source)) => Err(io(&path, source)),
+    }
+}
+
+/// A new temporary file in `dir`, readable and writable by its owner only (tempfile's
+/// default too, made explicit here because these files hold live tokens).
+fn private_temp_file(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    builder.tempfile_in(dir)
+}
+
 /// Creates and removes a file in `dir`: proves that the folder is writable.
 fn probe(dir: &Path) -> Result<(), Error> {
-    let file = tempfile::NamedTempFile::new_in(dir).map_err(|source| io(dir, source))?;
+    let file = private_temp_file(dir).map_err(|source| io(dir, source))?;
     drop(file);
     Ok(())
 }
@@ -214,7 +261,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .parent()
         .expect("store files always live in a folder of the store");
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| io(dir, e))?;
+    let mut file = private_temp_file(dir).map_err(|e| io(dir, e))?;
     file.write_all(bytes).map_err(|e| io(path, e))?;
     file.as_file().sync_all().map_err(|e| io(path, e))?;
     file.persist(path).map_err(|e| io(path, e.error))?;
@@ -223,4 +270,59 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .and_then(|d| d.sync_all())
         .map_err(|e| io(dir, e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_store_on_the_same_folder_is_refused_until_the_first_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = EmbeddedStore::open(dir.path()).unwrap();
+        let Err(e) = EmbeddedStore::open(dir.path()) else {
+            panic!("a second store opened the folder of a live one");
+        };
+        assert!(matches!(e, Error::Locked { .. }), "{e:?}");
+        let message = e.to_string();
+        assert!(
+            message.contains(&dir.path().display().to_string())
+                && message.contains("another process"),
+            "{message}"
+        );
+        drop(first);
+        EmbeddedStore::open(dir.path()).expect("the lock went with the first store");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn token_quota_and_lock_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let token = StoredToken {
+            app: "default".into(),
+            name: "access_token".into(),
+            value: "T".into(),
+            expires_at_ms: 2,
+            refreshed_at_ms: 1,
+            version: 1,
+        };
+        store.save(&token).await.unwrap();
+        store
+            .add_quota_use("default", "/cgi-bin/token", 1)
+            .await
+            .unwrap();
+        for file in [
+            "tokens/default/access_token.json",
+            "quota/default.json",
+            LOCK_FILE,
+        ] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}: {mode:o}");
+        }
+    }
 }

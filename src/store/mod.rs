@@ -93,6 +93,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The embedded store's folder is in use by another process (or another store of
+    /// this one): two servers on one folder would undo each other's saves.
+    #[error(
+        "store folder {path} is used by another process (it holds the lock on {path}/.lock); stop that process or give this one another store.path"
+    )]
+    Locked { path: String },
     #[error("store background task failed: {0}")]
     Task(String),
     #[error("Redis: {0}")]

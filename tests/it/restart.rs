@@ -1,11 +1,14 @@
 //! The real binary on the embedded store: restart after `kill -9`, graceful SIGTERM,
-//! secrets kept out of logs.
+//! secrets kept out of logs, one process per store folder.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{SECRET, TestSim, seed_config, wait_until};
-use crate::process::Server;
+use crate::process::{BIN, Server};
 use wechat_token_server::simulator::DEMO_SECRET;
 
 async fn get_token(client: &reqwest::Client, server: &Server, name: &str) -> (StatusCode, Value) {
@@ -114,4 +117,52 @@ async fn sigterm_stops_gracefully_and_logs_never_show_secrets_or_tokens() {
     for secret in [SECRET, DEMO_SECRET, token.as_str()] {
         assert!(!logs.contains(secret), "{secret} leaked into logs:\n{logs}");
     }
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_folder_exits_non_zero_naming_it_and_the_first_keeps_serving() {
+    let (sim, dir, config) = embedded_setup().await;
+    let client = reqwest::Client::new();
+    let first = Server::start(&config).await;
+    wait_ready(&client, &first).await;
+    let (_, token) = get_token(&client, &first, "access_token").await;
+    let calls = sim.calls("/cgi-bin/token").await;
+
+    let second = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let pid = second.id().to_string();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || second.wait_with_output()),
+    )
+    .await;
+    let Ok(output) = waited else {
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+        panic!("the second server still runs after 10 s: it did not see the lock");
+    };
+    let output = output.unwrap().unwrap();
+    assert!(!output.status.success(), "{:?}", output.status);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let folder = dir.path().join("data").display().to_string();
+    assert!(
+        stderr.contains(&folder) && stderr.contains("another process"),
+        "{stderr}"
+    );
+
+    // The first one was not disturbed, and the second never called WeChat.
+    let (status, again) = get_token(&client, &first, "access_token").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["access_token"], token["access_token"]);
+    let ready = client
+        .get(format!("{}/readyz", first.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(sim.calls("/cgi-bin/token").await, calls);
 }

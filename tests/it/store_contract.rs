@@ -100,6 +100,7 @@ async fn embedded_store_survives_reopening_and_skips_corrupt_files() {
     store.save(&saved).await.unwrap();
     std::fs::write(dir.path().join("tokens/default/ticket.json"), b"{\"torn").unwrap();
     std::fs::write(dir.path().join("tokens/default/.tmpXYZ"), b"partial").unwrap();
+    drop(store); // one store per folder: it holds the folder's lock
     let reopened = EmbeddedStore::open(dir.path()).unwrap();
     assert_eq!(reopened.load_all().await.unwrap(), [saved]);
     // A torn file does not block the next save.
