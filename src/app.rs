@@ -85,8 +85,7 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
         let tasks = CancellationToken::new();
-        self.refresher.spawn_sync(&tracker, &tasks);
-        self.refresher.spawn_schedulers(&tracker, &tasks);
+        self.refresher.spawn(&tracker, &tasks);
         tracker.close();
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
         // With the peer's address, which client `networks` are checked against.

@@ -53,6 +53,19 @@ impl fmt::Display for CredentialKey {
     }
 }
 
+/// Longest token served (bytes). WeChat asks for 512 characters of room; real tokens
+/// are about 140. Longer values are broken or hostile replies.
+pub const MAX_TOKEN_BYTES: usize = 2048;
+
+/// Can `value` be served as a token? Not empty or whitespace, at most
+/// [`MAX_TOKEN_BYTES`], no control characters. Checked on every reply, stored record
+/// and peer record: a value that fails is never served.
+pub fn is_usable_token(value: &str) -> bool {
+    !value.trim().is_empty()
+        && value.len() <= MAX_TOKEN_BYTES
+        && !value.chars().any(char::is_control)
+}
+
 /// How many characters of a token may appear in logs.
 pub const TOKEN_LOG_PREFIX: usize = 8;
 
@@ -123,6 +136,16 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "\"***\"");
         assert_eq!(secret.to_string(), "***");
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn only_usable_tokens_pass() {
+        assert!(is_usable_token("ACCESS_TOKEN-1"));
+        assert!(is_usable_token(&"a".repeat(MAX_TOKEN_BYTES)));
+        for bad in ["", " ", "\t \n", "ab\ncd", "ab\u{7}"] {
+            assert!(!is_usable_token(bad), "{bad:?}");
+        }
+        assert!(!is_usable_token(&"a".repeat(MAX_TOKEN_BYTES + 1)));
     }
 
     #[test]

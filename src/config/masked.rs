@@ -54,6 +54,10 @@ pub fn render(config: &Config) -> String {
         "needs_person_retry_delay".into(),
         r.needs_person_retry_delay.as_secs_f64().into(),
     );
+    refresh.insert(
+        "upstream_grace".into(),
+        r.upstream_grace.as_secs_f64().into(),
+    );
     root.insert("refresh".into(), refresh.into());
 
     let mut quota = Table::new();

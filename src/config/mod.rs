@@ -98,6 +98,10 @@ pub struct RefreshConfig {
     /// Retry delay after an error that only a person can fix (wrong AppSecret, IP not
     /// whitelisted, ...): retrying at full speed would only spend quota and fill logs.
     pub needs_person_retry_delay: Duration,
+    /// How long WeChat keeps a replaced token valid (5 minutes). A call whose outcome
+    /// is unknown may have replaced the served token: from the call's start, that
+    /// token is trusted only this long.
+    pub upstream_grace: Duration,
 }
 
 /// `[quota]`: the guard that keeps force refreshes and retries from spending the quota
@@ -186,6 +190,7 @@ impl Config {
                 "refresh.needs_person_retry_delay",
                 raw.refresh.needs_person_retry_delay,
             )?,
+            upstream_grace: seconds("refresh.upstream_grace", raw.refresh.upstream_grace)?,
         };
         if refresh.max_retry_delay < refresh.min_retry_delay {
             return Err(Error::invalid(

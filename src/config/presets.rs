@@ -159,9 +159,12 @@ fn mp(name: &str, key: &str, raw: RawMp) -> Result<AppConfig, Error> {
             body: body(true),
             probe_urls: urls(key, &bases, "/cgi-bin/getcallbackip")?,
         });
+        // Normal mode returns the current token: a call never replaces it.
+        source.replaces_previous = false;
+        source.probe_urls = urls(key, &bases, "/cgi-bin/getcallbackip")?;
         sources.push(source);
     } else {
-        sources.push(source(
+        let mut source = source(
             key,
             &bases,
             "access_token",
@@ -171,7 +174,9 @@ fn mp(name: &str, key: &str, raw: RawMp) -> Result<AppConfig, Error> {
                 ("appid", &raw.appid),
                 ("secret", &raw.secret),
             ],
-        )?);
+        )?;
+        source.probe_urls = urls(key, &bases, "/cgi-bin/getcallbackip")?;
+        sources.push(source);
     }
     for ticket in tickets {
         let name = format!("{ticket}_ticket");
@@ -207,13 +212,15 @@ fn wecom(name: &str, key: &str, raw: RawWecom) -> Result<AppConfig, Error> {
             )
         })?),
     };
-    let mut sources = vec![source(
+    let mut token = source(
         key,
         &bases,
         "access_token",
         "/cgi-bin/gettoken",
         &[("corpid", &raw.corpid), ("corpsecret", &raw.corpsecret)],
-    )?];
+    )?;
+    token.probe_urls = urls(key, &bases, "/cgi-bin/getcallbackip")?;
+    let mut sources = vec![token];
     for ticket in tickets {
         sources.push(match ticket {
             "jsapi" => ticket_source(key, &bases, "jsapi_ticket", "/cgi-bin/get_jsapi_ticket", None)?,
@@ -332,6 +339,8 @@ fn source(
         expires_field: "expires_in".to_owned(),
         deps: Vec::new(),
         forced: None,
+        probe_urls: Vec::new(),
+        replaces_previous: true,
     })
 }
 

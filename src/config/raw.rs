@@ -95,6 +95,7 @@ pub struct RawRefresh {
     pub force_min_interval: f64,
     pub upstream_timeout: f64,
     pub needs_person_retry_delay: f64,
+    pub upstream_grace: f64,
 }
 
 impl Default for RawRefresh {
@@ -106,6 +107,7 @@ impl Default for RawRefresh {
             force_min_interval: 30.0,
             upstream_timeout: 10.0,
             needs_person_retry_delay: 300.0,
+            upstream_grace: 300.0,
         }
     }
 }

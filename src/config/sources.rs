@@ -48,6 +48,15 @@ pub struct SourceConfig {
     /// stable_token's forced mode, for the access_token of an `mp` preset with
     /// `stable_token = true`. `None` everywhere else.
     pub forced: Option<ForcedMode>,
+    /// Where WeChat tells whether it accepts a token of this source
+    /// (`/cgi-bin/getcallbackip` per host): access tokens of presets, and generic
+    /// sources on WeChat's token paths. Empty for tickets, which have no such probe.
+    pub probe_urls: Vec<Url>,
+    /// Does each successful call issue a new token that replaces the previous one
+    /// (after WeChat's grace)? True for `/cgi-bin/token`, gettoken and tickets; false
+    /// for stable_token's normal mode, which returns the current token. Only calls
+    /// that replace need the unknown-outcome and cluster rules of `refresh::decide`.
+    pub replaces_previous: bool,
 }
 
 /// How to make a *forced* stable_token call, and how to check first that it is needed.
@@ -137,7 +146,6 @@ fn parse_source(key: &str, name: String, raw: RawSource) -> Result<SourceConfig,
     }
     Ok(SourceConfig {
         name,
-        urls: vec![url],
         method: raw.method,
         args,
         body,
@@ -145,7 +153,29 @@ fn parse_source(key: &str, name: String, raw: RawSource) -> Result<SourceConfig,
         expires_field,
         deps,
         forced: None,
+        probe_urls: probe_urls_for(&url),
+        replaces_previous: true,
+        urls: vec![url],
     })
+}
+
+/// WeChat's token paths, whose tokens `/cgi-bin/getcallbackip` on the same host can
+/// check.
+const TOKEN_PATHS: [&str; 3] = [
+    "/cgi-bin/token",
+    "/cgi-bin/stable_token",
+    "/cgi-bin/gettoken",
+];
+
+/// `getcallbackip` on the host of a generic source on one of WeChat's token paths.
+fn probe_urls_for(url: &Url) -> Vec<Url> {
+    if !TOKEN_PATHS.contains(&url.path()) {
+        return Vec::new();
+    }
+    let mut probe = url.clone();
+    probe.set_path("/cgi-bin/getcallbackip");
+    probe.set_query(None);
+    vec![probe]
 }
 
 /// Parses an http(s) URL, naming `key` on failure.

@@ -140,10 +140,10 @@ impl ApiError {
     /// quota for scheduled refreshes.
     pub fn v1_refresh(error: &RefreshError) -> Self {
         let mut e = Self::refresh(error);
-        e.error = if e.status == StatusCode::TOO_MANY_REQUESTS {
-            Code::RateLimited.as_str()
-        } else {
-            Code::UpstreamError.as_str()
+        e.error = match e.status {
+            StatusCode::TOO_MANY_REQUESTS => Code::RateLimited.as_str(),
+            StatusCode::SERVICE_UNAVAILABLE => Code::NotReady.as_str(),
+            _ => Code::UpstreamError.as_str(),
         };
         e
     }
@@ -180,6 +180,23 @@ impl ApiError {
             RefreshError::Quota(refusal @ Refusal::Reserved { .. }) => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "quota reserved")
                     .with_message(refusal.to_string())
+            }
+            // No call could be made safely now; nothing is broken at WeChat.
+            RefreshError::Deferred(_) | RefreshError::Task(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "refresh deferred")
+                    .with_message(error.to_string())
+                    .with_retry_after(1)
+            }
+            RefreshError::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy")
+                .with_message(error.to_string())
+                .with_retry_after(1),
+            // The caller's wait ended with WeChat still silent: the seed's failure shape.
+            RefreshError::WaitEnded(_) => {
+                let mut e = Self::new(StatusCode::BAD_GATEWAY, "refresh failed")
+                    .with_message(error.to_string());
+                e.errcode = Some(-1);
+                e.errmsg = Some(error.to_string());
+                e
             }
         }
     }

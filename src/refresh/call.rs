@@ -1,8 +1,6 @@
 //! One call to WeChat with everything around it: the quota guard's admission, the
 //! metrics, the quota count, and the log line that tells a person what to fix.
 
-use std::time::SystemTime;
-
 use tokio::time::Instant;
 
 use super::error::RefreshError;
@@ -23,17 +21,13 @@ impl Refresher {
         forced: bool,
         lookup: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Fetched, RefreshError> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let retry = cred.status().consecutive_failures > 0;
         let spend = Spend::of(trigger, retry, cred.live_token(now).is_some());
         self.quota.admit(&cred.labels, spend, now)?;
 
         let started = Instant::now();
-        let result = if forced {
-            self.upstream.fetch_forced(&cred.source, lookup).await
-        } else {
-            self.upstream.fetch(&cred.source, lookup).await
-        };
+        let result = self.api.fetch(&cred.source, lookup, forced).await;
         let outcome = match &result {
             Ok(_) => "ok".into(),
             Err(e) => e.outcome().into(),
@@ -41,7 +35,7 @@ impl Refresher {
         self.metrics
             .upstream_call(&cred.labels, outcome, started.elapsed());
         self.quota
-            .record(&cred.labels, result.as_ref().err(), SystemTime::now())
+            .record(&cred.labels, result.as_ref().err(), self.clock.now())
             .await;
         Ok(result?)
     }

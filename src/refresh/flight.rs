@@ -1,25 +1,31 @@
-//! The single-flight refresh path. Every refresh (scheduled, forced, or needed by a
-//! dependent token) goes through [`Refresher::refresh`], which holds the credential's
-//! `flight` lock while it calls WeChat. Callers that queued behind a refresh see that
-//! the count of completed flights moved while they waited and take its outcome instead
-//! of calling WeChat again: a storm of N requests costs one upstream call. With a
-//! shared store, the cluster lease (see `lease`) does the same across instances.
+//! One flight task per credential: the only place that changes a credential's state.
+//!
+//! Requests (a client's force refresh, a dependent token's need, a store record from
+//! another instance) arrive in the credential's bounded mailbox; the task asks
+//! `decide` what to do with each. When a call is needed it starts a flight (a task
+//! running `executor::fly`) and every request that arrives meanwhile subscribes to
+//! it: a storm of N requests costs one upstream call, and nothing queues on a lock.
+//! The same task is the scheduler: between flights it sleeps until the token is due,
+//! a retry is due, or a failed save is to be retried.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use super::call::log_failure;
-use super::lease::Acquired;
-use super::stable::Mode;
-use super::{Credential, Refresher, Token, Trigger};
-use crate::domain::token_prefix;
-use crate::store::SaveOutcome;
-use crate::upstream;
-
+use super::decide::{
+    self, Answer, Ask, Facts, JournalFact, LeaseFact, ProbeFact, Step, StoredAction, Unconfirmed,
+};
 use super::error::RefreshError;
+use super::executor::{self, Report};
+use super::stable::ForcedBudget;
+use super::token::trust_bound;
+use super::{Credential, Refresher, Token, Trigger};
+use crate::domain::{from_unix_millis, unix_millis};
+use crate::store::{SaveOutcome, StoredToken};
 
 /// What a force refresh did, for the caller and for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +42,10 @@ pub enum Decision {
     /// The quota guard keeps the rest of today's quota for scheduled refreshes: the
     /// current token answers if it has life left, else an error.
     QuotaRefused,
-    /// WeChat still accepts the `stale` token (stable_token sources probe before a
-    /// forced call): it is answered, and nothing is spent.
+    /// WeChat still accepts the `stale` token (a validity probe): it is answered, and
+    /// nothing is spent.
     StillValid,
-    /// No call was made: with a shared store, this instance could not get the cluster
-    /// lease (the store is unreachable, or another instance is slow to finish).
+    /// No call was made: it could not be made safely now (see `RefreshError::Deferred`).
     Deferred,
 }
 
@@ -58,374 +63,542 @@ impl Decision {
     }
 }
 
-/// How long a force refresh waits for its answer: one upstream call per host, a
-/// dependency's, and a cluster lease wait fit in it. Past it the caller gets WeChat's
-/// timeout error, and the refresh itself goes on.
-pub const FORCE_REFRESH_WAIT: Duration = Duration::from_secs(30);
+/// The answer to a request: a token and how it was decided, or why there is none.
+pub type Reply = Result<(Arc<Token>, Decision), RefreshError>;
 
-/// A decision with its answer.
-type Attempt = (Decision, Result<Arc<Token>, RefreshError>);
-
-/// State guarded by the flight lock.
-#[derive(Debug, Default)]
-pub struct FlightState {
-    /// Outcome of the last attempt, handed to callers that waited for it.
-    last_error: Option<RefreshError>,
-    /// When the last upstream call ended, for the cool-down after a failure.
-    last_attempt: Option<Instant>,
-    /// stable_token's forced calls spent (see `stable`).
-    stable: super::stable::ForcedBudget,
+/// A message to a credential's flight task.
+pub enum Msg {
+    /// A request for a token.
+    Ask {
+        trigger: Trigger,
+        stale: Option<String>,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// The store's record of this credential (`None`: it holds none), read because
+    /// another instance changed it or by a full read.
+    Stored(Option<StoredToken>),
 }
 
-impl Refresher {
-    /// A client's request for a token newer than `stale` (or, without `stale`, a new
-    /// token, rate-limited by `refresh.force_min_interval`).
-    ///
-    /// # Errors
-    /// WeChat's error when the refresh failed and no token newer than `stale` exists;
-    /// the quota guard's refusal when no token with life left is held.
-    pub async fn force_refresh(
-        self: &Arc<Self>,
-        cred: &Arc<Credential>,
-        stale: Option<&str>,
-    ) -> Result<(Arc<Token>, Decision), RefreshError> {
-        if let (Some(stale), Some(token)) = (stale, cred.live_token(SystemTime::now()))
-            && token.value != stale
-        {
-            self.metrics
-                .force_refresh(&cred.labels, Decision::Stale.as_str());
-            return Ok((token, Decision::Stale)); // no lock, no call
-        }
-        // The attempt runs on a task of its own: a client that disconnects (or times
-        // out) must not cancel a call to WeChat halfway, which would lose the token
-        // WeChat just issued and leave the callers queued behind it to call again.
-        let attempt = self.forced.spawn({
-            let (refresher, cred) = (self.clone(), cred.clone());
-            let stale = stale.map(str::to_owned);
-            async move {
-                let (decision, result) = refresher
-                    .attempt(&cred, Trigger::Forced, stale.as_deref())
-                    .await;
-                refresher
-                    .metrics
-                    .force_refresh(&cred.labels, decision.as_str());
-                result.map(|token| (token, decision))
-            }
-        });
-        match tokio::time::timeout(FORCE_REFRESH_WAIT, attempt).await {
-            Ok(Ok(outcome)) => outcome,
-            // The attempt died part-way, perhaps with its call to WeChat out: as with a
-            // connection lost after sending, the outcome is unknown.
-            Ok(Err(panicked)) => Err(upstream::Error::Transport(upstream::Cause::message(
-                format!("refresh task failed: {panicked}"),
-            ))
-            .into()),
-            // The attempt goes on, and its token is served when it arrives.
-            Err(_) => Err(upstream::Error::Timeout.into()),
-        }
+/// Most requests that may wait for one flight. Past it they are refused at once
+/// (`RefreshError::Busy`): the flight will answer them all alike anyway.
+pub const MAX_WAITERS: usize = 4096;
+
+/// First and longest wait before a failed save is tried again. Short: while a token
+/// is not durably stored a crash would lose it, and a cluster converges only once
+/// it is stored.
+const SAVE_RETRY_MIN: Duration = Duration::from_millis(250);
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// What only the flight task knows of its credential.
+#[derive(Debug, Clone, Default)]
+pub struct FlightState {
+    /// The last flight's error and when it ended, shared during the cool-down.
+    pub last_failure: Option<(RefreshError, Instant)>,
+    pub unconfirmed: Option<Unconfirmed>,
+    /// A conflict with another instance's token, and the store's version then.
+    pub conflict: Option<u64>,
+    /// stable_token's forced calls spent (see `stable`).
+    pub budget: ForcedBudget,
+    /// The version of the token a probe last found accepted, and when: later reports
+    /// about it share that verdict for a moment (`stable::PROBE_REUSE`).
+    pub accepted: Option<(u64, Instant)>,
+}
+
+/// A token held but not durably stored, and when to try again.
+#[derive(Debug, Clone, Copy)]
+struct Unsaved {
+    failures: u32,
+    retry_at: Instant,
+}
+
+struct Waiter {
+    /// The request that started the running flight: its answer is the flight's own.
+    leader: bool,
+    trigger: Trigger,
+    stale: Option<String>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// What runs besides the task.
+enum Running {
+    Fetch(JoinHandle<Report>),
+    Save(JoinHandle<Result<SaveOutcome, crate::store::Error>>),
+}
+
+enum Done {
+    Fetch(Result<Report, tokio::task::JoinError>),
+    Save(Result<Result<SaveOutcome, crate::store::Error>, tokio::task::JoinError>),
+}
+
+async fn join(running: &mut Option<Running>) -> Done {
+    match running {
+        Some(Running::Fetch(handle)) => Done::Fetch(handle.await),
+        Some(Running::Save(handle)) => Done::Save(handle.await),
+        None => std::future::pending().await,
     }
+}
 
-    /// Refreshes `cred` unless the wait for the flight lock made it unnecessary.
-    pub(super) async fn refresh(
-        &self,
-        cred: &Arc<Credential>,
-        trigger: Trigger,
-        stale: Option<&str>,
-    ) -> Result<(Arc<Token>, Decision), RefreshError> {
-        let (decision, result) = self.attempt(cred, trigger, stale).await;
-        result.map(|token| (token, decision))
-    }
+/// The task of one credential.
+pub(super) struct FlightTask {
+    refresher: Arc<Refresher>,
+    cred: Arc<Credential>,
+    state: FlightState,
+    unsaved: Option<Unsaved>,
+    running: Option<Running>,
+    waiters: Vec<Waiter>,
+    /// The last wake-up found nothing to do: the next is at least a moment away, so
+    /// that a rule disagreement can never spin.
+    idle_wake: bool,
+}
 
-    /// The single-flight refresh: decides whether a call is needed and makes it.
-    async fn attempt(
-        &self,
-        cred: &Arc<Credential>,
-        trigger: Trigger,
-        stale: Option<&str>,
-    ) -> Attempt {
-        let flights_seen = cred.completed_flights.load(Ordering::Acquire);
-        let mut flight = cred.flight.lock().await;
-        let now = SystemTime::now();
-        let current = cred.live_token(now);
-
-        if cred.completed_flights.load(Ordering::Acquire) != flights_seen {
-            // A refresh ended while we queued: share its outcome.
-            match (&current, &flight.last_error) {
-                (Some(token), _) if stale.is_none_or(|s| s != token.value) => {
-                    return (Decision::Shared, Ok(token.clone()));
-                }
-                (_, Some(error)) => return (Decision::Shared, Err(error.clone())),
-                _ => {} // it succeeded but did not replace `stale` (or expired): go on
-            }
-        }
-        let mut current = current;
-        let lease = loop {
-            let now = SystemTime::now();
-            if let Some(answer) =
-                self.answer_without_call(cred, &flight, current.clone(), trigger, stale, now)
-            {
-                return answer;
-            }
-            match self.acquire_lease(cred, trigger, stale).await {
-                // Another instance refreshed meanwhile: decide again with its token.
-                Ok(Acquired::Updated) => current = cred.live_token(SystemTime::now()),
-                Ok(Acquired::Lease(guard)) => break Ok(guard),
-                Err(error) => break Err(RefreshError::from(error)),
-            }
-        };
-        let result = match lease {
-            // No call was made: the cluster could not settle who refreshes. Callers
-            // queued here share this outcome like a failed call's, instead of each
-            // waiting for the lease again.
-            Err(deferred) => Err(deferred),
-            Ok(lease) => {
-                // Under the lease, so that one instance of a cluster probes, not all.
-                let forced = match self
-                    .stable_mode(cred, &mut flight.stable, trigger, stale, current.as_ref())
-                    .await
-                {
-                    Mode::StillAccepted(token) => return (Decision::StillValid, Ok(token)),
-                    Mode::Forced => true,
-                    Mode::Normal => false,
-                };
-                let result = self.fetch_and_install(cred, trigger, forced).await;
-                drop(lease);
-                result
-            }
-        };
-        let now = SystemTime::now();
-        self.metrics.refresh(
-            &cred.labels,
-            trigger.as_str(),
-            result
-                .as_ref()
-                .map_or_else(RefreshError::outcome, |_| "ok".into()),
-        );
-        if let Err(RefreshError::Quota(refusal)) = &result {
-            // No call was made, so this is no flight: waiters decide for themselves.
-            return self.refused(cred, trigger, stale, current, refusal, now);
-        }
-        flight.last_attempt = Some(Instant::now());
-        cred.completed_flights.fetch_add(1, Ordering::AcqRel);
-        match result {
-            Ok(token) => {
-                flight.last_error = None;
-                cred.record_success(now);
-                (Decision::Performed, Ok(token))
-            }
-            Err(error) => {
-                log_failure(cred, trigger, &error);
-                flight.last_error = Some(error.clone());
-                cred.record_failure(&error, now);
-                let decision =
-                    if matches!(error, RefreshError::Upstream(upstream::Error::Deferred(_))) {
-                        Decision::Deferred
-                    } else {
-                        Decision::Performed
-                    };
-                (decision, Err(error))
-            }
-        }
-    }
-
-    /// The answer when the quota guard refused the call: a force refresh gets the
-    /// current token while it has life left, unless that is the token it reported as
-    /// rejected; the scheduler records an attempt so that it backs off instead of
-    /// asking again at once.
-    fn refused(
-        &self,
-        cred: &Credential,
-        trigger: Trigger,
-        stale: Option<&str>,
-        current: Option<Arc<Token>>,
-        refusal: &super::quota::Refusal,
-        now: SystemTime,
-    ) -> Attempt {
-        let error = RefreshError::Quota(refusal.clone());
-        match (trigger, current) {
-            // The live token answers a caller that did not report it as rejected; one
-            // that did gets the refusal, not the very token it reported.
-            (Trigger::Forced, Some(token)) if stale != Some(token.value.as_str()) => {
-                (Decision::QuotaRefused, Ok(token))
-            }
-            (Trigger::Forced, _) => (Decision::QuotaRefused, Err(error)),
-            _ => {
-                cred.record_failure(&error, now);
-                (Decision::QuotaRefused, Err(error))
-            }
-        }
-    }
-
-    /// How long forced refreshes wait after a failed call before calling again: an
-    /// error only a person can fix waits `refresh.needs_person_retry_delay`. After a
-    /// 45009 the quota guard makes no call anyway and answers with the live token, so
-    /// callers get that at once rather than the error.
-    fn forced_cooldown(&self, cred: &Credential, error: &RefreshError) -> Duration {
-        if error.errcode() == Some(super::quota::QUOTA_ERRCODE) {
-            Duration::ZERO
-        } else if error.needs_person(cred.is_token_call()) {
-            self.settings.needs_person_retry_delay
-        } else {
-            self.settings.min_retry_delay
-        }
-    }
-
-    /// The answer to give without calling WeChat, when no call is needed.
-    fn answer_without_call(
-        &self,
-        cred: &Credential,
-        flight: &FlightState,
-        current: Option<Arc<Token>>,
-        trigger: Trigger,
-        stale: Option<&str>,
-        now: SystemTime,
-    ) -> Option<Attempt> {
-        if let Some(token) = &current {
-            let decision = match (stale, trigger) {
-                (Some(stale), _) => (token.value != stale).then_some(Decision::Stale),
-                // Measured from the token's own refresh, so the limit holds across a
-                // cluster.
-                (None, Trigger::Forced) => {
-                    (now.duration_since(token.refreshed_at).unwrap_or_default()
-                        < self.settings.force_min_interval)
-                        .then_some(Decision::RateLimited)
-                }
-                // Not due yet. But after an error only a person can fix, the
-                // scheduler's slow retry is a probe: it calls, so that the fix is noticed.
-                (None, Trigger::Scheduled) => (token.remaining(now)
-                    > super::refresh_lead(token.lifetime())
-                    && cred.needs_person().is_none())
-                .then_some(Decision::Shared),
-                (None, Trigger::Dependency | Trigger::Restored | Trigger::Peer) => {
-                    Some(Decision::Shared)
-                }
-            };
-            if let Some(decision) = decision {
-                return Some((decision, Ok(token.clone())));
-            }
-        }
-        // A call is needed; but WeChat failed a moment ago, and calling again at once
-        // would only add load: a forced caller gets that failure (or, if it reported no
-        // stale token, the live one).
-        let since_attempt = flight.last_attempt.map(|at| at.elapsed());
-        if let Some(error) = &flight.last_error
-            && trigger == Trigger::Forced
-            && since_attempt.is_some_and(|d| d < self.forced_cooldown(cred, error))
-        {
-            return Some(match (current, stale) {
-                (Some(token), None) => (Decision::RateLimited, Ok(token)),
-                _ => (Decision::RateLimited, Err(error.clone())),
+impl FlightTask {
+    pub(super) fn new(refresher: Arc<Refresher>, cred: Arc<Credential>) -> Self {
+        let mut state = FlightState::default();
+        let restored = cred
+            .restored_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(since) = restored {
+            // A call was out when the last process stopped: its outcome is unknown.
+            state.unconfirmed = Some(Unconfirmed {
+                since: from_unix_millis(since),
+                announced: true,
             });
         }
-        None
+        Self {
+            refresher,
+            cred,
+            state,
+            unsaved: None,
+            running: None,
+            waiters: Vec::new(),
+            idle_wake: false,
+        }
     }
 
-    /// Calls WeChat (after making sure the tokens it refers to are live), stores the
-    /// new token and starts serving it. `forced`: use stable_token's forced mode.
-    async fn fetch_and_install(
-        &self,
-        cred: &Arc<Credential>,
+    /// Runs until `cancel`; a flight under way is finished first, so that a token
+    /// WeChat issued is stored before the process exits.
+    pub(super) async fn run(mut self, mut inbox: mpsc::Receiver<Msg>, cancel: CancellationToken) {
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                () = cancel.cancelled(), if self.running.is_none() => break,
+                done = join(&mut self.running) => {
+                    self.running = None;
+                    self.finished(done).await;
+                }
+                msg = inbox.recv() => match msg {
+                    Some(Msg::Ask { trigger, stale, reply }) => self.on_ask(Waiter { leader: false, trigger, stale, reply }),
+                    Some(Msg::Stored(stored)) => self.on_stored(stored.as_ref()).await,
+                    None => break,
+                },
+                () = tokio::time::sleep_until(wake), if self.running.is_none() => self.on_timer(),
+            }
+        }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.reply.send(Err(RefreshError::Task(
+                "the server is shutting down".into(),
+            )));
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        self.refresher.clock.now()
+    }
+
+    fn facts<'a>(
+        &'a self,
+        token: Option<&'a Token>,
+        now: SystemTime,
         trigger: Trigger,
-        forced: bool,
-    ) -> Result<Arc<Token>, RefreshError> {
-        let started = SystemTime::now();
-        let mut deps: Vec<(&Arc<Credential>, Arc<Token>)> =
-            Vec::with_capacity(cred.source.deps.len());
-        for name in &cred.source.deps {
-            let dep = self
-                .credential(&cred.key.app, name)
-                .expect("config validation guarantees every dependency exists");
-            let token = match dep.live_token(started) {
-                Some(token) => token,
-                None => {
-                    Box::pin(self.refresh(dep, Trigger::Dependency, None))
-                        .await?
-                        .0
-                }
-            };
-            deps.push((dep, token));
-        }
-
-        let mut result = self
-            .call_upstream(cred, trigger, forced, &lookup(&deps))
-            .await;
-        if matches!(&result, Err(RefreshError::Upstream(e)) if e.is_token_rejected())
-            && !deps.is_empty()
-        {
-            // WeChat rejected the access_token we sent: get a newer one (single-flight,
-            // and no call at all if another refresh already replaced it), then retry once.
-            tracing::info!(app = %cred.key.app, token = %cred.key.name, "dependency token rejected by WeChat; refreshing it");
-            for (dep, token) in &mut deps {
-                *token = Box::pin(self.refresh(dep, Trigger::Dependency, Some(&token.value)))
-                    .await?
-                    .0;
-            }
-            result = self
-                .call_upstream(cred, trigger, forced, &lookup(&deps))
-                .await;
-        }
-        let fetched = result?;
-
-        let lifetime = fetched
-            .expires_in
-            .or(self.settings.token_expire_time)
-            .ok_or_else(|| {
-                upstream::Error::Malformed(format!(
-                    "no {:?} field in the reply and refresh.token_expire_time is not set",
-                    cred.source.expires_field
-                ))
-            })?;
-        let lifetime = self
-            .settings
-            .token_expire_time
-            .map_or(lifetime, |cap| lifetime.min(cap));
-        // The lifetime counts from before the request was sent, so we never serve a
-        // token past WeChat's own expiry.
-        let expires_at = started.checked_add(lifetime).ok_or_else(|| {
-            upstream::Error::Malformed(format!(
-                "a lifetime of {} s is out of range",
-                lifetime.as_secs()
-            ))
-        })?;
-        let token = Token::new(
-            fetched.value,
-            expires_at,
-            started,
-            cred.next_version(),
+    ) -> Facts<'a> {
+        executor::facts(
+            &self.refresher,
+            &self.cred,
+            &self.state,
+            token,
+            now,
             trigger,
+        )
+    }
+
+    /// When to look again: a failed save's retry, or the scheduler's next due time.
+    fn next_wake(&mut self) -> Instant {
+        let now = self.now();
+        let token = self.cred.current();
+        let jitter = self.refresher.jitter();
+        let mut due = decide::next_due(
+            &self.facts(token.as_deref(), now, Trigger::Scheduled),
+            jitter,
         );
-        match self.store.save(&token.to_stored(&cred.key)).await {
-            Ok(SaveOutcome::Saved) => {}
-            Ok(SaveOutcome::Outdated) => {
-                // Only possible when our lease expired mid-call: the cluster keeps the
-                // token already stored, so every instance serves the same one.
-                tracing::warn!(app = %cred.key.app, token = %cred.key.name, "a newer token was stored by another instance; adopting it");
-                if let Ok(Some(stored)) = self.store.load(&cred.key).await
-                    && cred.adopt(&stored, SystemTime::now())
-                    && let Some(adopted) = cred.current()
-                {
-                    return Ok(adopted);
-                }
+        if self.idle_wake {
+            due = due.max(Duration::from_millis(100));
+        }
+        let mut wake = Instant::now() + due;
+        if let Some(unsaved) = self.unsaved
+            && self.state.conflict.is_none()
+        {
+            wake = wake.min(unsaved.retry_at);
+        }
+        wake
+    }
+
+    fn on_timer(&mut self) {
+        if let Some(unsaved) = self.unsaved
+            && self.state.conflict.is_none()
+            && unsaved.retry_at <= Instant::now()
+            && let Some(token) = self.cred.current()
+        {
+            self.idle_wake = false;
+            let store = self.refresher.store.clone();
+            let record = token.to_stored(&self.cred.key);
+            self.running = Some(Running::Save(tokio::spawn(async move {
+                store.save(&record).await
+            })));
+            return;
+        }
+        let now = self.now();
+        let token = self.cred.current();
+        let ask = Ask {
+            trigger: Trigger::Scheduled,
+            stale: None,
+        };
+        match decide::decide(&self.facts(token.as_deref(), now, Trigger::Scheduled), &ask) {
+            Step::Answer(Answer::QuotaRefused(refusal)) => {
+                let _ = executor::refused(
+                    &self.refresher,
+                    &self.cred,
+                    Trigger::Scheduled,
+                    None,
+                    refusal,
+                    now,
+                );
+                self.idle_wake = true;
             }
-            Err(error) => {
-                // Serve it anyway: WeChat has already replaced the old one. With a
-                // shared store, the sync task writes it back once the store answers.
-                tracing::error!(app = %cred.key.app, token = %cred.key.name, backend = self.store.backend(), %error, "cannot store refreshed token");
+            Step::Answer(_) => self.idle_wake = true,
+            _ => {
+                self.idle_wake = false;
+                self.start_fetch(Trigger::Scheduled, None, None);
             }
         }
-        tracing::info!(
-            app = %cred.key.app, token = %cred.key.name, trigger = trigger.as_str(),
-            value = %token_prefix(&token.value), expires_in = lifetime.as_secs(), version = token.version,
-            "token refreshed"
+    }
+
+    fn on_ask(&mut self, waiter: Waiter) {
+        let now = self.now();
+        let token = self.cred.current();
+        let ask = Ask {
+            trigger: waiter.trigger,
+            stale: waiter.stale.as_deref(),
+        };
+        let step = decide::decide(&self.facts(token.as_deref(), now, waiter.trigger), &ask);
+        match (step, &self.running) {
+            (Step::Answer(answer), _) => self.answer(waiter, answer, false),
+            (_, Some(_)) => {
+                if self.waiters.len() >= MAX_WAITERS {
+                    self.waiters.retain(|w| !w.reply.is_closed());
+                }
+                if self.waiters.len() >= MAX_WAITERS {
+                    self.reply(waiter, Err(RefreshError::Busy));
+                } else {
+                    self.waiters.push(waiter);
+                }
+            }
+            (_, None) => {
+                let Waiter {
+                    trigger,
+                    stale,
+                    reply,
+                    ..
+                } = waiter;
+                self.start_fetch(trigger, stale, Some(reply));
+            }
+        }
+    }
+
+    /// Answers without a call. `shared`: the request waited for a flight that
+    /// answered it.
+    fn answer(&self, waiter: Waiter, answer: Answer, shared: bool) {
+        let now = self.now();
+        if let Answer::QuotaRefused(refusal) = answer {
+            let reply = executor::refused(
+                &self.refresher,
+                &self.cred,
+                waiter.trigger,
+                waiter.stale.as_deref(),
+                refusal,
+                now,
+            );
+            return self.reply(waiter, reply);
+        }
+        let token = self.cred.live_token(now);
+        let reply = match (answer, token) {
+            (Answer::Serve(decision), Some(token)) => {
+                let decision = if shared && decision == Decision::Stale {
+                    Decision::Shared
+                } else {
+                    decision
+                };
+                Ok((token, decision))
+            }
+            (Answer::Serve(_), None) => {
+                Err(RefreshError::Task("the token expired meanwhile".into()))
+            }
+            (Answer::LastFailure, _) => Err(self.state.last_failure.as_ref().map_or_else(
+                || RefreshError::Task("no failure to share".into()),
+                |(e, _)| e.clone(),
+            )),
+            (Answer::Deferred(why), _) => Err(RefreshError::Deferred(why.into())),
+            (Answer::QuotaRefused(_), _) => unreachable!("answered above"),
+        };
+        let reply = match reply {
+            Err(error @ RefreshError::Quota(_)) => executor::quota_answer(
+                waiter.trigger,
+                waiter.stale.as_deref(),
+                self.cred.live_token(now),
+                error,
+            ),
+            other => other,
+        };
+        self.reply(waiter, reply);
+    }
+
+    fn reply(&self, waiter: Waiter, reply: Reply) {
+        if waiter.trigger == Trigger::Forced {
+            let decision = match &reply {
+                Ok((_, decision)) => *decision,
+                Err(RefreshError::Quota(_)) => Decision::QuotaRefused,
+                Err(RefreshError::Deferred(_)) => Decision::Deferred,
+                Err(_) if waiter.leader => Decision::Performed,
+                Err(_) => Decision::Shared,
+            };
+            self.refresher
+                .metrics
+                .force_refresh(&self.cred.labels, decision.as_str());
+        }
+        let _ = waiter.reply.send(reply);
+    }
+
+    fn start_fetch(
+        &mut self,
+        trigger: Trigger,
+        stale: Option<String>,
+        reply: Option<oneshot::Sender<Reply>>,
+    ) {
+        let flight = executor::fly(
+            self.refresher.clone(),
+            self.cred.clone(),
+            self.state.clone(),
+            trigger,
+            stale.clone(),
         );
-        Ok(cred.install(token))
+        self.running = Some(Running::Fetch(self.refresher.flights.spawn(flight)));
+        if let Some(reply) = reply {
+            // The leader waits like every other request; its answer is decided from
+            // the flight's outcome, as theirs is.
+            self.waiters.insert(
+                0,
+                Waiter {
+                    leader: true,
+                    trigger,
+                    stale,
+                    reply,
+                },
+            );
+        }
+    }
+
+    async fn finished(&mut self, done: Done) {
+        match done {
+            Done::Fetch(Ok(mut report)) => {
+                let reply = std::mem::replace(&mut report.reply, Err(RefreshError::Busy));
+                self.apply(report);
+                if let Some(at) = self.waiters.iter().position(|w| w.leader) {
+                    let leader = self.waiters.remove(at);
+                    self.reply(leader, reply);
+                }
+            }
+            Done::Fetch(Err(failed)) => {
+                let error = RefreshError::Task(format!("refresh task failed: {failed}"));
+                tracing::error!(key = %self.cred.key, %error, "refresh task failed");
+                self.state.last_failure = Some((error, Instant::now()));
+                let waiters = std::mem::take(&mut self.waiters);
+                for waiter in waiters {
+                    self.answer(waiter, Answer::LastFailure, true);
+                }
+                return;
+            }
+            Done::Save(result) => {
+                let result =
+                    result.unwrap_or_else(|e| Err(crate::store::Error::Task(e.to_string())));
+                self.saved(result).await;
+            }
+        }
+        // Every request that waited is decided again with what the flight left: most
+        // are answered by its token or its error; one that still needs a call starts
+        // the next flight, and the others subscribe to that.
+        let waiters = std::mem::take(&mut self.waiters);
+        for mut waiter in waiters {
+            waiter.leader = false;
+            if waiter.reply.is_closed() {
+                continue; // the caller gave up
+            }
+            let now = self.now();
+            let token = self.cred.current();
+            let ask = Ask {
+                trigger: waiter.trigger,
+                stale: waiter.stale.as_deref(),
+            };
+            let step = decide::decide(&self.facts(token.as_deref(), now, waiter.trigger), &ask);
+            match step {
+                Step::Answer(answer) => self.answer(waiter, answer, true),
+                _ if self.running.is_some() => self.waiters.push(waiter),
+                _ => {
+                    let Waiter {
+                        trigger,
+                        stale,
+                        reply,
+                        ..
+                    } = waiter;
+                    self.start_fetch(trigger, stale, Some(reply));
+                }
+            }
+        }
+    }
+
+    /// Takes in what a flight learned.
+    fn apply(&mut self, report: Report) {
+        self.state = report.state;
+        if let Some(error) = report.save_error {
+            self.mark_unsaved(error);
+        } else if report.saved {
+            self.mark_saved();
+        }
+    }
+
+    fn mark_unsaved(&mut self, error: String) {
+        let failures = self.unsaved.map_or(0, |u| u.failures) + 1;
+        let wait = decide::backoff(failures, SAVE_RETRY_MIN, SAVE_RETRY_MAX);
+        if failures == 1 {
+            tracing::error!(key = %self.cred.key, backend = self.refresher.store.backend(), %error,
+                "cannot store the token being served; retrying until it is stored");
+        }
+        self.unsaved = Some(Unsaved {
+            failures,
+            retry_at: Instant::now() + wait,
+        });
+        self.cred.record_unsaved(Some(format!(
+            "not durably stored in the {} store: {error}",
+            self.refresher.store.backend()
+        )));
+    }
+
+    fn mark_saved(&mut self) {
+        if self.unsaved.take().is_some() {
+            tracing::info!(key = %self.cred.key, "the token being served is stored again");
+        }
+        self.cred.record_unsaved(None);
+    }
+
+    async fn saved(&mut self, result: Result<SaveOutcome, crate::store::Error>) {
+        match result {
+            Ok(SaveOutcome::Saved) => self.mark_saved(),
+            Ok(SaveOutcome::Outdated) => {
+                // Someone stored a token of this version or newer meanwhile.
+                match self.refresher.store.load(&self.cred.key).await {
+                    Ok(stored) => self.on_stored(stored.as_ref()).await,
+                    Err(error) => self.mark_unsaved(error.to_string()),
+                }
+            }
+            Err(error) => self.mark_unsaved(error.to_string()),
+        }
+    }
+
+    /// A record of this credential read from the store.
+    async fn on_stored(&mut self, stored: Option<&StoredToken>) {
+        let now = self.now();
+        let now_ms = unix_millis(now);
+        if let Some(stored) = stored {
+            self.cred.bump_version_floor(stored.version);
+            if !stored.is_sane(now_ms) {
+                tracing::warn!(key = %self.cred.key, "ignoring a stored token that may not be served (bad value, lifetime over 7 days or refreshed in the future)");
+            }
+        }
+        let ours = self.cred.current();
+        let action =
+            decide::on_stored(ours.as_deref(), self.unsaved.is_some(), stored, now, now_ms);
+        let grace = self.refresher.settings.upstream_grace;
+        match (action, stored) {
+            (StoredAction::Adopt, Some(stored)) => {
+                let token = Token::from_stored(stored, Trigger::Peer, now, grace);
+                tracing::debug!(key = %self.cred.key, version = stored.version, "adopted a token refreshed by another instance");
+                self.cred.install(token);
+                self.state.conflict = None;
+                self.state.unconfirmed = None;
+                self.mark_saved();
+            }
+            (StoredAction::Confirm, _) => self.mark_saved(),
+            (StoredAction::Rebound(mark), _) => {
+                if let Some(ours) = ours {
+                    let mut token = Token::from_stored(
+                        &ours.to_stored(&self.cred.key),
+                        ours.trigger,
+                        now,
+                        grace,
+                    );
+                    if let Some(mark) = mark {
+                        token = token.trusted_at_most_until(trust_bound(mark, grace, now));
+                    }
+                    if let Some(own) = self.state.unconfirmed {
+                        token = token.trusted_at_most_until(trust_bound(
+                            unix_millis(own.since),
+                            grace,
+                            now,
+                        ));
+                    }
+                    if ours.is_rejected() {
+                        token = token.marked_rejected();
+                    }
+                    if token.trusted_until() != ours.trusted_until() {
+                        self.cred.rebound(token);
+                    }
+                }
+            }
+            // Tried at the next wake-up, like a failed save.
+            (StoredAction::WriteBack, _) if self.unsaved.is_none() => {
+                self.unsaved = Some(Unsaved {
+                    failures: 0,
+                    retry_at: Instant::now(),
+                });
+            }
+            (StoredAction::Conflict { baseline }, _) => {
+                if self.state.conflict.is_none() {
+                    tracing::warn!(key = %self.cred.key, version = baseline,
+                        "another instance stored a different token while this one could not: fetching one more so that every instance serves the newest");
+                }
+                self.state.conflict = Some(baseline);
+            }
+            _ => {}
+        }
     }
 }
 
-fn lookup<'a>(deps: &'a [(&Arc<Credential>, Arc<Token>)]) -> impl Fn(&str) -> Option<String> + 'a {
-    move |name| {
-        deps.iter()
-            .find(|(cred, _)| cred.key.name == name)
-            .map(|(_, token)| token.value.clone())
+/// Keeps the facts a flight decides on: the state it started with, and how far it
+/// got. Used by `executor`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Progress {
+    pub lease: LeaseFact,
+    pub journal: JournalFact,
+    pub probe: ProbeFact,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            lease: LeaseFact::NotTried,
+            journal: JournalFact::NotTried,
+            probe: ProbeFact::NotTried,
+        }
     }
 }

@@ -1,20 +1,21 @@
 //! The cluster lease: with a store shared by several instances, one instance at a time
-//! may call WeChat for a given token. The others wait, and adopt the token the holder
+//! may call WeChat for a given token. The others wait, and take the token the holder
 //! stores, so a refresh storm spread over the whole cluster costs one upstream call.
 //!
 //! The lease lives only for the duration of one refresh, with a short TTL that the
 //! holder renews while its call is under way: a holder that dies is replaced within
-//! [`LEASE_TTL`]. Waiters wait as long as the holder keeps its lease.
+//! [`LEASE_TTL`]. Waiters wait as long as the holder keeps its lease. This module
+//! knows only the store.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Credential, Refresher, Trigger, refresh_lead};
+use super::Credential;
 use crate::domain::CredentialKey;
-use crate::store::TokenStore;
-use crate::upstream;
+use crate::store::{StoredToken, TokenStore};
 
 /// How long a lease lasts unless renewed. Short, so that a dead holder is replaced
 /// within seconds; renewed every [`LEASE_RENEW_EVERY`] while the holder works, so that
@@ -38,16 +39,23 @@ const LEASE_POLL: Duration = Duration::from_millis(100);
 
 /// What waiting for the lease gave.
 pub(super) enum Acquired {
-    /// We may call WeChat; the guard holds the lease (`None`: no lease needed or, with
-    /// the store down, going on without one).
-    Lease(Option<LeaseGuard>),
-    /// Another instance stored a newer token meanwhile; it is now served.
+    /// We may call WeChat. `guard` holds the lease (`None`: a store of one instance
+    /// needs none); `stored` is what the store holds now (the previous holder may
+    /// have stored a token we have not heard of).
+    Held {
+        guard: Option<LeaseGuard>,
+        stored: Option<StoredToken>,
+    },
+    /// Another instance's token arrived while we waited: decide again.
     Updated,
+    /// The lease cannot be had: why.
+    Unavailable(String),
 }
 
 /// Holds a lease, renewing it in the background; released when dropped.
 pub(super) struct LeaseGuard {
     renewal: tokio::task::JoinHandle<()>,
+    lost: Arc<AtomicBool>,
     store: Arc<dyn TokenStore>,
     key: CredentialKey,
     holder: String,
@@ -55,16 +63,20 @@ pub(super) struct LeaseGuard {
 
 impl LeaseGuard {
     fn new(store: Arc<dyn TokenStore>, key: CredentialKey, holder: String) -> Self {
+        let lost = Arc::new(AtomicBool::new(false));
         let renewal = tokio::spawn({
-            let (store, key, holder) = (store.clone(), key.clone(), holder.clone());
+            let (store, key, holder, lost) =
+                (store.clone(), key.clone(), holder.clone(), lost.clone());
             async move {
+                let mut last_renewed = Instant::now();
                 loop {
                     tokio::time::sleep(LEASE_RENEW_EVERY).await;
                     let renewal = store.renew_lease(&key, &holder, LEASE_TTL);
                     match tokio::time::timeout(LEASE_RENEW_TIMEOUT, renewal).await {
-                        Ok(Ok(true)) => {}
+                        Ok(Ok(true)) => last_renewed = Instant::now(),
                         Ok(Ok(false)) => {
                             tracing::warn!(%key, "cluster lease lost during a refresh; the store's version check keeps newer tokens safe");
+                            lost.store(true, Ordering::Relaxed);
                             return;
                         }
                         Ok(Err(error)) => {
@@ -72,15 +84,24 @@ impl LeaseGuard {
                         }
                         Err(_) => tracing::warn!(%key, "renewing the cluster lease timed out"),
                     }
+                    if last_renewed.elapsed() >= LEASE_TTL {
+                        lost.store(true, Ordering::Relaxed);
+                    }
                 }
             }
         });
         Self {
             renewal,
+            lost,
             store,
             key,
             holder,
         }
+    }
+
+    /// Might another instance have taken the lease meanwhile?
+    pub(super) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
 }
 
@@ -103,7 +124,7 @@ impl Drop for LeaseGuard {
 }
 
 /// A name for this process in leases: host, pid and a random part.
-pub(super) fn instance_id() -> String {
+pub fn instance_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "host".to_owned());
@@ -114,94 +135,55 @@ pub(super) fn instance_id() -> String {
     )
 }
 
-impl Refresher {
-    /// Waits until this instance may refresh `cred`, or until another instance's
-    /// refresh made it unnecessary.
-    pub(super) async fn acquire_lease(
-        &self,
-        cred: &Arc<Credential>,
-        trigger: Trigger,
-        stale: Option<&str>,
-    ) -> Result<Acquired, upstream::Error> {
-        if !self.store.is_shared() {
-            return Ok(Acquired::Lease(None));
-        }
-        let mut installs = cred.watch_installs();
-        let version_before = cred.current_version();
-        let deadline = Instant::now() + LEASE_WAIT_LIMIT;
-        loop {
-            match self
-                .store
-                .try_lease(&cred.key, &self.instance_id, LEASE_TTL)
-                .await
-            {
-                Ok(true) => {
-                    let guard = LeaseGuard::new(
-                        self.store.clone(),
-                        cred.key.clone(),
-                        self.instance_id.clone(),
-                    );
-                    // The previous holder may have stored a token we have not heard of.
-                    match self.store.load(&cred.key).await {
-                        Ok(Some(stored)) => {
-                            cred.adopt(&stored, SystemTime::now());
-                        }
-                        Ok(None) => {}
-                        Err(error) => {
-                            tracing::warn!(key = %cred.key, %error, "cannot read the shared store under the lease")
-                        }
-                    }
-                    // Whether we just read it or heard of it while waiting, a token newer
-                    // than the one we decided on means the decision must be made again.
-                    if cred.current_version() != version_before {
-                        return Ok(Acquired::Updated);
-                    }
-                    return Ok(Acquired::Lease(Some(guard)));
-                }
-                Ok(false) => {}
-                Err(error) => return self.without_lease(cred, trigger, stale, &error),
-            }
-            if cred.current_version() != version_before {
-                return Ok(Acquired::Updated);
-            }
-            if Instant::now() >= deadline {
-                return Err(upstream::Error::Deferred(
-                    "another instance has held the refresh lease for two minutes without storing a token"
-                        .into(),
-                ));
-            }
-            tokio::select! {
-                _ = installs.changed() => {}
-                () = tokio::time::sleep(LEASE_POLL) => {}
-            }
-        }
-    }
-
-    /// The shared store cannot be reached: refresh without the lease only when the
-    /// token would otherwise be unusable, accepting that another instance may do the
-    /// same (WeChat then keeps the older token valid for its 5-minute grace).
-    fn without_lease(
-        &self,
-        cred: &Credential,
-        trigger: Trigger,
-        stale: Option<&str>,
-        error: &crate::store::Error,
-    ) -> Result<Acquired, upstream::Error> {
-        let now = SystemTime::now();
-        let unusable = match cred.live_token(now) {
-            None => true,
-            Some(token) => {
-                stale.is_some_and(|s| s == token.value)
-                    || token.remaining(now) <= refresh_lead(token.lifetime()) / 2
-            }
+/// Waits until `holder` may refresh `cred`, or until another instance's refresh
+/// arrived.
+pub(super) async fn acquire(
+    store: &Arc<dyn TokenStore>,
+    cred: &Credential,
+    holder: &str,
+) -> Acquired {
+    if !store.is_shared() {
+        return Acquired::Held {
+            guard: None,
+            stored: None,
         };
-        if unusable {
-            tracing::warn!(key = %cred.key, trigger = trigger.as_str(), %error, "shared store unreachable: refreshing without the cluster lease so the token does not lapse");
-            Ok(Acquired::Lease(None))
-        } else {
-            Err(upstream::Error::Deferred(format!(
-                "shared store unreachable ({error}); the current token is still served"
-            )))
+    }
+    let mut installs = cred.watch_installs();
+    let version_before = cred.current_version();
+    let deadline = Instant::now() + LEASE_WAIT_LIMIT;
+    loop {
+        match store.try_lease(&cred.key, holder, LEASE_TTL).await {
+            Ok(true) => {
+                let guard = LeaseGuard::new(store.clone(), cred.key.clone(), holder.to_owned());
+                let stored = match store.load(&cred.key).await {
+                    Ok(stored) => stored,
+                    Err(error) => {
+                        tracing::warn!(key = %cred.key, %error, "cannot read the shared store under the lease");
+                        None
+                    }
+                };
+                return Acquired::Held {
+                    guard: Some(guard),
+                    stored,
+                };
+            }
+            Ok(false) => {}
+            Err(error) => {
+                return Acquired::Unavailable(format!("shared store unreachable: {error}"));
+            }
+        }
+        if cred.current_version() != version_before {
+            return Acquired::Updated;
+        }
+        if Instant::now() >= deadline {
+            return Acquired::Unavailable(
+                "another instance has held the refresh lease for two minutes without storing a token".into(),
+            );
+        }
+        tokio::select! {
+            biased;
+            _ = installs.changed() => {}
+            () = tokio::time::sleep(LEASE_POLL) => {}
         }
     }
 }

@@ -1,47 +1,62 @@
 //! The refresher: holds every credential's current token in memory, renews it ahead of
 //! expiry, and turns any number of concurrent force-refresh requests into at most one
-//! upstream call.
+//! upstream call, without ever serving a token WeChat may have replaced.
 //!
-//! - [`credential`]: one token's state (current value, single-flight lock, status).
-//! - [`flight`]: the single-flight refresh path shared by every trigger.
+//! - [`decide`]: the rules, as pure functions (what to do, when to look again, what to
+//!   do with another instance's record).
+//! - [`flight`]: one task per credential, the only place its state changes: a bounded
+//!   mailbox, one flight at a time that every request shares, the schedule.
+//! - [`executor`]: runs a flight: lease, pending mark, probe, call, save.
 //! - [`call`]: one upstream call with its quota check, metrics and failure log.
+//! - [`api`]: what is needed of WeChat, as a trait (HTTP client, or a simulated WeChat).
+//! - [`token`], [`credential`]: a served token and its bounds; a credential's shared state.
+//! - [`lease`]: the cluster-wide lease that lets one instance refresh a token at a time.
+//! - [`sync`]: with a shared store, handing other instances' records to the flight tasks.
 //! - [`quota`]: the quota guard (daily counts, reserve, 45009).
-//! - [`schedule`]: when to refresh next (lead time, backoff) and the per-token task.
-//! - [`lease`]: with a shared store, the cluster-wide lease that lets one instance
-//!   refresh a token at a time.
-//! - [`sync`]: with a shared store, adopting tokens other instances stored, and
-//!   writing ours back when the store lost them.
-//! - [`stable`]: when a force refresh may use stable_token's forced mode.
+//! - [`stable`]: stable_token's forced-call budget.
 //! - [`readiness`]: what keeps this instance from being ready.
+//! - [`clock`]: the wall clock (system, or simulated on tokio's paused clock).
 //! - [`error`]: why a refresh gave no token.
 
+pub mod api;
 mod call;
+pub mod clock;
 mod credential;
+pub mod decide;
 mod error;
+mod executor;
 mod flight;
 mod lease;
 pub mod quota;
 mod readiness;
-mod schedule;
 mod stable;
 mod sync;
+mod token;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-pub use credential::{Credential, Status, Token};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use api::TokenApi;
+pub use clock::Clock;
+pub use credential::{Credential, MAILBOX_CAPACITY, Status, Token};
+pub use decide::{backoff, refresh_lead};
 pub use error::RefreshError;
-pub use flight::Decision;
+pub use flight::{Decision, MAX_WAITERS};
 pub use quota::QuotaGuard;
-pub use schedule::{backoff, refresh_lead};
 pub use stable::{FORCED_PER_DAY, FORCED_SPACING};
 
 use crate::config::{Config, RefreshConfig};
-use crate::domain::from_unix_millis;
+use crate::domain::{from_unix_millis, unix_millis};
 use crate::metrics::Metrics;
 use crate::store::TokenStore;
-use crate::upstream::Upstream;
+use flight::{FlightTask, Msg};
 
 /// What caused a refresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +96,24 @@ pub enum LookupError {
     NotReady,
 }
 
+/// How long a force refresh waits for its answer: one upstream call per host, a
+/// dependency's, and a cluster lease wait fit in it. Past it the caller gets
+/// [`RefreshError::WaitEnded`], and the refresh itself goes on.
+pub const FORCE_REFRESH_WAIT: Duration = Duration::from_secs(30);
+
+/// The parts a refresher is built from; production uses [`Refresher::new`], the
+/// deterministic simulation fills these itself.
+pub struct Parts {
+    pub store: Arc<dyn TokenStore>,
+    pub api: Arc<dyn TokenApi>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    /// Seeds the jitter of retries; `None`: from the OS.
+    pub seed: Option<u64>,
+    /// Names this instance in cluster leases.
+    pub instance_id: String,
+}
+
 /// Every credential of every app, with what it needs to refresh them.
 pub struct Refresher {
     /// app name -> token name -> credential. Two levels so that lookups by `&str` need
@@ -90,24 +123,41 @@ pub struct Refresher {
     /// order), for status listings and start-up.
     ordered: Vec<Arc<Credential>>,
     store: Arc<dyn TokenStore>,
-    upstream: Upstream,
+    api: Arc<dyn TokenApi>,
     settings: RefreshConfig,
-    /// Names this instance in cluster leases.
     instance_id: String,
     quota: QuotaGuard,
     metrics: Arc<Metrics>,
-    /// Force refreshes under way, each on a task of its own so that a client hanging up
-    /// cannot cancel it; a graceful shutdown waits for them (see [`Refresher::drain`]).
-    forced: tokio_util::task::TaskTracker,
+    clock: Clock,
+    rng: Mutex<StdRng>,
+    /// Flights under way, each a task of its own so that a client hanging up cannot
+    /// cancel a call to WeChat halfway; a graceful shutdown waits for them.
+    flights: TaskTracker,
 }
 
 impl Refresher {
+    /// A refresher calling WeChat with `upstream`, on the system clock.
     pub fn new(
         config: &Config,
         store: Arc<dyn TokenStore>,
-        upstream: Upstream,
+        upstream: crate::upstream::Upstream,
         metrics: Arc<Metrics>,
     ) -> Self {
+        Self::from_parts(
+            config,
+            Parts {
+                store,
+                api: Arc::new(upstream),
+                metrics,
+                clock: Clock::system(),
+                seed: None,
+                instance_id: lease::instance_id(),
+            },
+        )
+    }
+
+    /// A refresher from explicit parts.
+    pub fn from_parts(config: &Config, parts: Parts) -> Self {
         let mut apps: HashMap<String, HashMap<String, Arc<Credential>>> = HashMap::new();
         let mut ordered = Vec::new();
         for app in &config.apps {
@@ -119,24 +169,44 @@ impl Refresher {
                 ordered.push(cred);
             }
         }
+        let rng = match parts.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
         Self {
             apps,
             ordered,
-            quota: QuotaGuard::new(config.quota, store.clone()),
-            store,
-            upstream,
+            quota: QuotaGuard::new(config.quota, parts.store.clone()),
+            store: parts.store,
+            api: parts.api,
             settings: config.refresh.clone(),
-            instance_id: lease::instance_id(),
-            forced: tokio_util::task::TaskTracker::new(),
-            metrics,
+            instance_id: parts.instance_id,
+            metrics: parts.metrics,
+            clock: parts.clock,
+            rng: Mutex::new(rng),
+            flights: TaskTracker::new(),
         }
     }
 
-    /// Waits for the force refreshes under way (on shutdown: the tokens they fetch are
-    /// stored before the process exits).
+    /// Starts one flight task per credential, and with a shared store the task that
+    /// follows it. They stop on `cancel`, each after finishing its flight.
+    pub fn spawn(self: &Arc<Self>, tracker: &TaskTracker, cancel: &CancellationToken) {
+        for cred in &self.ordered {
+            let inbox = cred.inbox.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let Some(inbox) = inbox else {
+                continue; // already running
+            };
+            let task = FlightTask::new(self.clone(), cred.clone());
+            tracker.spawn(task.run(inbox, cancel.clone()));
+        }
+        self.spawn_sync(tracker, cancel);
+    }
+
+    /// Waits for the flights under way (on shutdown: the tokens they fetch are stored
+    /// before the process exits).
     pub async fn drain(&self) {
-        self.forced.close();
-        self.forced.wait().await;
+        self.flights.close();
+        self.flights.wait().await;
     }
 
     /// The store tokens are kept in.
@@ -144,30 +214,53 @@ impl Refresher {
         &self.store
     }
 
-    /// Loads stored tokens that still have life left, so that a restart serves them at
-    /// once without calling WeChat, and today's quota counts. Returns how many tokens
+    /// The wall clock in use.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Loads stored tokens that may still be served, so that a restart serves them at
+    /// once without calling WeChat, and today's quota counts. A token whose pending
+    /// mark says a call was out when the last process stopped is served only for
+    /// WeChat's grace from that call, and refreshed at once. Returns how many tokens
     /// were restored.
     ///
     /// # Errors
     /// When the store cannot be read at all.
     pub async fn restore(&self) -> Result<usize, crate::store::Error> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
+        let now_ms = unix_millis(now);
         let mut restored = 0;
         for stored in self.store.load_all().await? {
             let Some(cred) = self.credential(&stored.app, &stored.name) else {
                 continue; // a token of an app no longer configured
             };
-            if !stored.is_sane() {
-                tracing::warn!(key = %cred.key, "ignoring a stored token with impossible times");
+            cred.bump_version_floor(stored.version);
+            if !stored.is_sane(now_ms) {
+                tracing::warn!(key = %cred.key, "ignoring a stored token that may not be served (bad value, lifetime over 7 days or refreshed in the future)");
                 continue;
+            }
+            if let Some(since) = stored.pending_since_ms {
+                tracing::warn!(key = %cred.key, since = ?from_unix_millis(since),
+                    "a call to WeChat was out when the server stopped: the stored token is served only for WeChat's grace, and refreshed now");
+                *cred
+                    .restored_pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(since);
             }
             if from_unix_millis(stored.expires_at_ms) <= now {
-                // Dead tokens are not served, but their version carries on.
-                cred.bump_version_floor(stored.version);
-                continue;
+                continue; // dead tokens are not served, but their version carries on
             }
-            cred.install(Token::from_stored(&stored, Trigger::Restored));
-            restored += 1;
+            let token = Token::from_stored(
+                &stored,
+                Trigger::Restored,
+                now,
+                self.settings.upstream_grace,
+            );
+            if token.is_live(now) {
+                restored += 1;
+            }
+            cred.install(token);
         }
         let mut apps: Vec<&Arc<str>> = self.ordered.iter().map(|c| &c.labels.app).collect();
         apps.dedup();
@@ -198,14 +291,80 @@ impl Refresher {
         &self.ordered
     }
 
-    /// The token to serve for `app`/`name`: the hot path, a map lookup and a read lock.
+    /// The token to serve for `app`/`name`: the hot path, a map lookup and an atomic
+    /// load.
     ///
     /// # Errors
     /// See [`LookupError`].
     pub fn serve(&self, app: &str, name: &str) -> Result<Arc<Token>, LookupError> {
         let cred = self.credential(app, name).ok_or(LookupError::Unknown)?;
-        cred.live_token(SystemTime::now())
+        cred.live_token(self.clock.now())
             .ok_or(LookupError::NotReady)
+    }
+
+    /// A client's request for a token newer than `stale` (or, without `stale`, a new
+    /// token, rate-limited by `refresh.force_min_interval`).
+    ///
+    /// # Errors
+    /// WeChat's error when the refresh failed and no token newer than `stale` exists;
+    /// the quota guard's refusal when no token with life left is held; see
+    /// [`RefreshError`] for the rest.
+    pub async fn force_refresh(
+        self: &Arc<Self>,
+        cred: &Arc<Credential>,
+        stale: Option<&str>,
+    ) -> Result<(Arc<Token>, Decision), RefreshError> {
+        if let (Some(stale), Some(token)) = (stale, cred.live_token(self.clock.now()))
+            && token.value != stale
+        {
+            self.metrics
+                .force_refresh(&cred.labels, Decision::Stale.as_str());
+            return Ok((token, Decision::Stale)); // no message, no call
+        }
+        let result = self
+            .ask(cred, Trigger::Forced, stale.map(str::to_owned))
+            .await;
+        if matches!(result, Err(RefreshError::Busy | RefreshError::WaitEnded(_))) {
+            self.metrics
+                .force_refresh(&cred.labels, Decision::Shared.as_str());
+        }
+        result
+    }
+
+    /// Sends a request to `cred`'s flight task and waits for the answer, at most
+    /// [`FORCE_REFRESH_WAIT`].
+    async fn ask(
+        &self,
+        cred: &Credential,
+        trigger: Trigger,
+        stale: Option<String>,
+    ) -> Result<(Arc<Token>, Decision), RefreshError> {
+        let (reply, answer) = oneshot::channel();
+        cred.mailbox
+            .try_send(Msg::Ask {
+                trigger,
+                stale,
+                reply,
+            })
+            .map_err(|e| match e {
+                tokio::sync::mpsc::error::TrySendError::Full(_) => RefreshError::Busy,
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                    RefreshError::Task("the server is shutting down".into())
+                }
+            })?;
+        match tokio::time::timeout(FORCE_REFRESH_WAIT, answer).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(RefreshError::Task("the server is shutting down".into())),
+            Err(_) => Err(RefreshError::WaitEnded(FORCE_REFRESH_WAIT.as_secs())),
+        }
+    }
+
+    /// A random factor in [0.5, 1] that spreads retries of many instances and tokens.
+    fn jitter(&self) -> f64 {
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .random_range(0.5..=1.0)
     }
 
     /// The refresh settings in force.

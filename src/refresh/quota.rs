@@ -169,6 +169,29 @@ impl QuotaGuard {
         spend: Spend,
         now: SystemTime,
     ) -> Result<(), Refusal> {
+        self.decide(labels, spend, now, true)
+    }
+
+    /// Would a call be admitted now? Like [`admit`](Self::admit), without counting it.
+    ///
+    /// # Errors
+    /// The [`Refusal`] a call would get.
+    pub fn check(
+        &self,
+        labels: &CredentialLabels,
+        spend: Spend,
+        now: SystemTime,
+    ) -> Result<(), Refusal> {
+        self.decide(labels, spend, now, false)
+    }
+
+    fn decide(
+        &self,
+        labels: &CredentialLabels,
+        spend: Spend,
+        now: SystemTime,
+        count: bool,
+    ) -> Result<(), Refusal> {
         let mut days = self.days();
         let today = days.entry(key(labels)).or_default();
         today.roll(wechat_day_at(now));
@@ -193,7 +216,9 @@ impl QuotaGuard {
                 reserve: self.settings.reserve,
             });
         }
-        today.used += 1;
+        if count {
+            today.used += 1;
+        }
         Ok(())
     }
 

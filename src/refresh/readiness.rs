@@ -2,7 +2,7 @@
 //! next while. `/readyz`, the `wts_ready` metric and the `healthcheck` command all use
 //! this list, so they always agree.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::Refresher;
 
@@ -18,9 +18,10 @@ impl Refresher {
     /// - a token not held, or with less than [`ready_margin`] of life left;
     /// - a token failing with an error only a person can fix (40164, 40125, ...);
     /// - an API of an app stopped for the day by WeChat's 45009;
+    /// - a token served but not durably stored (a failed save, retried);
     /// - a store that cannot be written.
     pub async fn readiness_problems(&self) -> Vec<String> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut problems = Vec::new();
         let mut endpoints_seen = Vec::new();
         for cred in &self.ordered {
@@ -41,6 +42,9 @@ impl Refresher {
                     ));
                 }
                 Some(_) => {}
+            }
+            if let Some(unsaved) = status.unsaved.as_ref() {
+                problems.push(format!("{key}: the token served is {unsaved}"));
             }
             if let Some((error, advice)) = cred.needs_person() {
                 problems.push(format!("{key}: needs a person: {error}: {}", advice.hint));

@@ -4,23 +4,19 @@
 //! than 5 minutes left, so every scheduled and dependency refresh uses it. Forced mode
 //! issues a new token and kills the old one at once, but WeChat allows it only
 //! [`FORCED_PER_DAY`] times a day, [`FORCED_SPACING`] apart, and it is meant for leaked
-//! or broken tokens. So a client's force refresh is turned into a forced call only when:
-//! 1. it names the token we serve as `stale` (checked by the caller, `flight.rs`),
+//! or broken tokens. So `decide` turns a client's force refresh into a forced call only
+//! when:
+//! 1. it names the token we serve as `stale`,
 //! 2. WeChat really rejects that token (a `getcallbackip` probe), and
-//! 3. our own count of forced calls leaves room within WeChat's limits.
+//! 3. our own count of forced calls leaves room within WeChat's limits (this budget).
 //!
 //! Otherwise the current token is answered (still accepted) or normal mode is used.
 //! The count is per instance: instances of a cluster share one WeChat budget, which is
 //! why the probe comes first and most reports never get this far.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
-
-use super::{Credential, Refresher, Token, Trigger};
-use crate::domain::{token_prefix, wechat_day_at};
-use crate::metrics::CredentialLabels;
 
 /// Forced stable_token calls WeChat allows per app and day (WECHAT-API.md).
 pub const FORCED_PER_DAY: u32 = 20;
@@ -32,23 +28,18 @@ pub const FORCED_SPACING: Duration = Duration::from_secs(30);
 /// forced call), and a client told "still valid" must not wait long to be believed.
 pub const PROBE_REUSE: Duration = Duration::from_secs(2);
 
-/// The `endpoint` label of the probe's calls.
-const PROBE_ENDPOINT: &str = "/cgi-bin/getcallbackip";
-
-/// Forced calls spent, and the last probe's verdict; guarded by the flight lock.
-#[derive(Debug, Default)]
+/// Forced calls spent; kept by the credential's flight task.
+#[derive(Debug, Clone, Default)]
 pub struct ForcedBudget {
     /// The WeChat day `used` counts.
     day: u64,
     used: u32,
     last: Option<Instant>,
-    /// Version of the token the last probe found accepted, and when.
-    accepted: Option<(u64, Instant)>,
 }
 
 impl ForcedBudget {
     /// Does a forced call at `now` (on WeChat day `day`) stay within WeChat's limits?
-    fn allows(&self, day: u64, now: Instant) -> bool {
+    pub fn allows(&self, day: u64, now: Instant) -> bool {
         let used_today = if self.day == day { self.used } else { 0 };
         used_today < FORCED_PER_DAY
             && self
@@ -58,89 +49,13 @@ impl ForcedBudget {
 
     /// Counts a forced call. Counted before the call: a call that fails on the way back
     /// may still have been counted by WeChat.
-    fn spend(&mut self, day: u64, now: Instant) {
+    pub fn spend(&mut self, day: u64, now: Instant) {
         if self.day != day {
             self.day = day;
             self.used = 0;
         }
         self.used += 1;
         self.last = Some(now);
-    }
-}
-
-/// How the coming refresh calls WeChat.
-#[derive(Debug)]
-pub(super) enum Mode {
-    /// The source's own request (for stable_token: normal mode).
-    Normal,
-    /// stable_token's forced mode.
-    Forced,
-    /// No call: WeChat still accepts the reported token.
-    StillAccepted(Arc<Token>),
-}
-
-impl Refresher {
-    /// Picks the mode of a refresh of `cred`. Only a forced refresh of a stable_token
-    /// source whose `stale` is the `current` token can get anything but `Normal`.
-    pub(super) async fn stable_mode(
-        &self,
-        cred: &Credential,
-        budget: &mut ForcedBudget,
-        trigger: Trigger,
-        stale: Option<&str>,
-        current: Option<&Arc<Token>>,
-    ) -> Mode {
-        let Some(forced) = &cred.source.forced else {
-            return Mode::Normal;
-        };
-        let Some(token) = current.filter(|t| trigger == Trigger::Forced && stale == Some(&t.value))
-        else {
-            return Mode::Normal;
-        };
-        let now = Instant::now();
-        if budget.accepted.is_some_and(|(version, at)| {
-            version == token.version && now.duration_since(at) < PROBE_REUSE
-        }) {
-            return Mode::StillAccepted(token.clone());
-        }
-        let started = Instant::now();
-        let probe = self
-            .upstream
-            .probe_token(&forced.probe_urls, &token.value)
-            .await;
-        // The probe is a call to WeChat too: it shows in the upstream metrics.
-        let outcome = match &probe {
-            Ok(true) => "ok".into(),
-            Ok(false) => "token_rejected".into(),
-            Err(e) => e.outcome().into(),
-        };
-        let labels = CredentialLabels::new(&cred.key.app, &cred.key.name, PROBE_ENDPOINT);
-        self.metrics
-            .upstream_call(&labels, outcome, started.elapsed());
-        match probe {
-            Ok(true) => {
-                tracing::info!(app = %cred.key.app, token = %cred.key.name, value = %token_prefix(&token.value),
-                    "reported token is still accepted by WeChat; no forced stable_token call");
-                budget.accepted = Some((token.version, Instant::now()));
-                Mode::StillAccepted(token.clone())
-            }
-            Ok(false) => {
-                let (day, now) = (wechat_day_at(SystemTime::now()), Instant::now());
-                if budget.allows(day, now) {
-                    budget.spend(day, now);
-                    Mode::Forced
-                } else {
-                    tracing::warn!(app = %cred.key.app, token = %cred.key.name,
-                        "token rejected by WeChat but the forced stable_token budget (20 a day, 30 s apart) is spent; using normal mode");
-                    Mode::Normal
-                }
-            }
-            Err(error) => {
-                tracing::warn!(app = %cred.key.app, token = %cred.key.name, %error,
-                    "cannot tell whether WeChat rejects the token; using normal mode");
-                Mode::Normal
-            }
-        }
     }
 }
 

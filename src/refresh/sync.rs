@@ -1,24 +1,25 @@
-//! With a store shared by several instances: serve the tokens other instances store
-//! (pushed through the store's change feed, with a periodic full read as the safety
-//! net), and write our tokens back when the store has lost them (a Redis restarted
-//! without persistence), without calling WeChat.
+//! With a store shared by several instances: hand each credential's flight task the
+//! records other instances store (pushed through the store's change feed, with a
+//! periodic full read as the safety net). What to do with a record is decided by
+//! `decide::on_stored`, in the flight task; this knows only the store.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Refresher;
+use super::flight::Msg;
 use crate::domain::CredentialKey;
-use crate::store::{SaveOutcome, StoreEvent, StoredToken};
+use crate::store::StoreEvent;
 
 /// How often the whole store is read again, in case a pushed update was missed.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Refresher {
     /// Starts the task that follows the shared store, if the store is shared.
-    pub fn spawn_sync(self: &Arc<Self>, tracker: &TaskTracker, cancel: &CancellationToken) {
+    pub(super) fn spawn_sync(self: &Arc<Self>, tracker: &TaskTracker, cancel: &CancellationToken) {
         let Some(mut events) = self.store.watch() else {
             return;
         };
@@ -29,13 +30,14 @@ impl Refresher {
             reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    biased;
                     () = cancel.cancelled() => return,
                     event = events.recv() => match event {
                         Some(StoreEvent::Changed(key)) => refresher.pull(&key).await,
-                        Some(StoreEvent::Resynchronise) => { refresher.reconcile().await; }
+                        Some(StoreEvent::Resynchronise) => refresher.reconcile().await,
                         None => return,
                     },
-                    _ = reconcile.tick() => { refresher.reconcile().await; }
+                    _ = reconcile.tick() => refresher.reconcile().await,
                 }
             }
         });
@@ -47,56 +49,31 @@ impl Refresher {
             return;
         };
         match self.store.load(key).await {
-            Ok(Some(stored)) => {
-                if cred.adopt(&stored, SystemTime::now()) {
-                    tracing::debug!(%key, version = stored.version, "adopted a token refreshed by another instance");
-                }
+            Ok(stored) => {
+                let _ = cred.mailbox.try_send(Msg::Stored(stored));
             }
-            Ok(None) => {}
             Err(error) => {
                 tracing::warn!(%key, %error, "cannot read an updated token from the shared store")
             }
         }
     }
 
-    /// Reads everything: adopts newer tokens, writes back ours where the store has
-    /// none or an older one. Returns how many were written back.
-    pub async fn reconcile(&self) -> usize {
+    /// Reads everything and hands each credential its record (or none).
+    pub async fn reconcile(&self) {
         let stored = match self.store.load_all().await {
             Ok(stored) => stored,
             Err(error) => {
                 tracing::warn!(backend = self.store.backend(), %error, "cannot read the shared store; serving the tokens held in memory");
-                return 0;
+                return;
             }
         };
-        let now = SystemTime::now();
-        for token in &stored {
-            if let Some(cred) = self.credential(&token.app, &token.name) {
-                cred.adopt(token, now);
-            }
-        }
-        let mut written_back = 0;
         for cred in &self.ordered {
-            let Some(token) = cred.live_token(now) else {
-                continue;
-            };
-            let in_store = stored
+            let record = stored
                 .iter()
-                .find(|s: &&StoredToken| s.app == cred.key.app && s.name == cred.key.name);
-            if in_store.is_some_and(|s| s.version >= token.version) {
-                continue;
-            }
-            match self.store.save(&token.to_stored(&cred.key)).await {
-                Ok(SaveOutcome::Saved) => {
-                    written_back += 1;
-                    tracing::info!(key = %cred.key, version = token.version, "token written back to the shared store");
-                }
-                Ok(SaveOutcome::Outdated) => {}
-                Err(error) => {
-                    tracing::warn!(key = %cred.key, %error, "cannot write a token back to the shared store")
-                }
-            }
+                .find(|s| s.app == cred.key.app && s.name == cred.key.name)
+                .cloned();
+            // A full mailbox means its task is busy; the next full read catches up.
+            let _ = cred.mailbox.try_send(Msg::Stored(record));
         }
-        written_back
     }
 }

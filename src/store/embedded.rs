@@ -13,6 +13,11 @@
 //! with the process, even after `kill -9`: there is no stale lock file to clean up.
 //!
 //! Files are created readable by their owner only (0600): they hold live tokens.
+//!
+//! A token's pending mark (see [`TokenStore::mark_pending`]) lives beside it in
+//! `NAME.pending`: 16 bytes overwritten in place and fsynced. In place, because the
+//! mark must be writable when the disk is full (no new block is needed once the file
+//! exists): a full disk must not hide that a call is out.
 
 use std::fs::{File, TryLockError};
 use std::io::Write;
@@ -110,6 +115,60 @@ fn private_temp_file(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     builder.tempfile_in(dir)
 }
 
+/// The pending mark of the token stored at `token_file`.
+fn mark_file_of(token_file: &Path) -> PathBuf {
+    token_file.with_extension("pending")
+}
+
+/// Scrambles the mark's check word, so that a zeroed or torn file never reads as a
+/// valid mark of 0.
+const MARK_CHECK: u64 = 0x5754_5350_454e_4447;
+
+/// Reads a pending mark: `None` when there is none (or no file); a file that does not
+/// check out counts as a mark of the Unix epoch, which distrusts the stored token.
+fn read_mark(path: &Path) -> Option<u64> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(_) => return None,
+    };
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    match (word(0), word(8)) {
+        (Some(0), Some(0)) => None,
+        (Some(since), Some(check)) if since ^ MARK_CHECK == check => Some(since),
+        _ => {
+            tracing::warn!(file = %path.display(), "unreadable pending mark: the stored token is not trusted");
+            Some(0)
+        }
+    }
+}
+
+/// Overwrites a pending mark in place (`None` clears it) and fsyncs it.
+fn write_mark(path: &Path, since: Option<u64>) -> Result<(), Error> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = [0u8; 16];
+    if let Some(since) = since {
+        bytes[..8].copy_from_slice(&since.to_le_bytes());
+        bytes[8..].copy_from_slice(&(since ^ MARK_CHECK).to_le_bytes());
+    }
+    let existed = path.exists();
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).map_err(|e| io(path, e))?;
+    file.write_all_at(&bytes, 0).map_err(|e| io(path, e))?;
+    file.sync_data().map_err(|e| io(path, e))?;
+    if !existed && let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(dir, e))?;
+    }
+    Ok(())
+}
+
 /// Creates and removes a file in `dir`: proves that the folder is writable.
 fn probe(dir: &Path) -> Result<(), Error> {
     let file = private_temp_file(dir).map_err(|source| io(dir, source))?;
@@ -142,14 +201,52 @@ impl TokenStore for EmbeddedStore {
 
     async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
         let path = self.file_of(&token.app, &token.name);
-        let bytes = serde_json::to_vec(token).expect("a StoredToken always serialises");
+        let mut token = token.clone();
+        token.pending_since_ms = None;
+        let bytes = serde_json::to_vec(&token).expect("a StoredToken always serialises");
         let (version, lock) = (token.version, self.token_lock.clone());
         blocking(move || {
             let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
             if read_token(&path)?.is_some_and(|stored| stored.version >= version) {
                 return Ok(SaveOutcome::Outdated);
             }
-            write_atomically(&path, &bytes).map(|()| SaveOutcome::Saved)
+            write_atomically(&path, &bytes)?;
+            // Only once the new token is durable may the mark go: a crash in between
+            // leaves a mark on the new token, which only makes it refreshed early.
+            // Written even when there was none, so that the file exists (and can be
+            // overwritten in place) before the disk fills up.
+            write_mark(&mark_file_of(&path), None)?;
+            Ok(SaveOutcome::Saved)
+        })
+        .await
+    }
+
+    async fn mark_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
+        let path = self.file_of(&key.app, &key.name);
+        let lock = self.token_lock.clone();
+        blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mark = mark_file_of(&path);
+            if read_mark(&mark).is_some() {
+                return Ok(()); // an earlier call is still unaccounted for
+            }
+            if !path.exists() {
+                return Ok(()); // no stored token to protect
+            }
+            write_mark(&mark, Some(since_ms))
+        })
+        .await
+    }
+
+    async fn clear_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
+        let path = mark_file_of(&self.file_of(&key.app, &key.name));
+        let lock = self.token_lock.clone();
+        blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            if read_mark(&path) == Some(since_ms) {
+                write_mark(&path, None)?;
+            }
+            Ok(())
         })
         .await
     }
@@ -228,7 +325,10 @@ fn load_dir(root: &Path) -> Result<Vec<StoredToken>, Error> {
                 continue; // temporary files of an interrupted write
             }
             match std::fs::read(&path).map(|bytes| serde_json::from_slice::<StoredToken>(&bytes)) {
-                Ok(Ok(token)) => tokens.push(token),
+                Ok(Ok(mut token)) => {
+                    token.pending_since_ms = read_mark(&mark_file_of(&path));
+                    tokens.push(token);
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(file = %path.display(), error = %e, "skipping unreadable token file")
                 }
@@ -244,8 +344,11 @@ fn load_dir(root: &Path) -> Result<Vec<StoredToken>, Error> {
 /// Reads one token file; a missing or unreadable file is no token (logged).
 fn read_token(path: &Path) -> Result<Option<StoredToken>, Error> {
     match std::fs::read(path) {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(token) => Ok(Some(token)),
+        Ok(bytes) => match serde_json::from_slice::<StoredToken>(&bytes) {
+            Ok(mut token) => {
+                token.pending_since_ms = read_mark(&mark_file_of(path));
+                Ok(Some(token))
+            }
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "ignoring unreadable token file");
                 Ok(None)
@@ -307,14 +410,18 @@ mod tests {
             expires_at_ms: 2,
             refreshed_at_ms: 1,
             version: 1,
+            pending_since_ms: None,
+            announced: true,
         };
         store.save(&token).await.unwrap();
+        store.mark_pending(&token.key(), 1).await.unwrap();
         store
             .add_quota_use("default", "/cgi-bin/token", 1)
             .await
             .unwrap();
         for file in [
             "tokens/default/access_token.json",
+            "tokens/default/access_token.pending",
             "quota/default.json",
             LOCK_FILE,
         ] {

@@ -11,10 +11,12 @@ use crate::domain::CredentialKey;
 use crate::metrics::Metrics;
 
 /// The `op` label of each trait method that talks to the backend.
-const OPS: [&str; 9] = [
+const OPS: [&str; 11] = [
     "load_all",
     "load",
     "save",
+    "mark_pending",
+    "clear_pending",
     "add_quota_use",
     "load_quota",
     "ping",
@@ -60,6 +62,16 @@ impl TokenStore for Instrumented {
     async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
         let result = self.inner.save(token).await;
         self.count("save", result)
+    }
+
+    async fn mark_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
+        let result = self.inner.mark_pending(key, since_ms).await;
+        self.count("mark_pending", result)
+    }
+
+    async fn clear_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
+        let result = self.inner.clear_pending(key, since_ms).await;
+        self.count("clear_pending", result)
     }
 
     async fn add_quota_use(&self, app: &str, endpoint: &str, day: u64) -> Result<u64, Error> {

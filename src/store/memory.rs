@@ -12,6 +12,8 @@ use crate::domain::CredentialKey;
 #[derive(Default)]
 pub struct MemoryStore {
     tokens: Mutex<HashMap<CredentialKey, StoredToken>>,
+    /// Pending marks, apart from the tokens like the embedded store's.
+    pending: Mutex<HashMap<CredentialKey, u64>>,
     /// (app, endpoint) -> (day, calls that day). Only the latest day is kept.
     quota: Mutex<HashMap<(String, String), (u64, u64)>>,
 }
@@ -19,6 +21,13 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+fn with_pending(token: &StoredToken, pending: Option<&u64>) -> StoredToken {
+    StoredToken {
+        pending_since_ms: pending.copied(),
+        ..token.clone()
     }
 }
 
@@ -30,12 +39,17 @@ impl TokenStore for MemoryStore {
 
     async fn load_all(&self) -> Result<Vec<StoredToken>, Error> {
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(tokens.values().cloned().collect())
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(tokens
+            .iter()
+            .map(|(key, token)| with_pending(token, pending.get(key)))
+            .collect())
     }
 
     async fn load(&self, key: &CredentialKey) -> Result<Option<StoredToken>, Error> {
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(tokens.get(key).cloned())
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(tokens.get(key).map(|t| with_pending(t, pending.get(key))))
     }
 
     async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
@@ -46,8 +60,28 @@ impl TokenStore for MemoryStore {
         {
             return Ok(SaveOutcome::Outdated);
         }
-        tokens.insert(token.key(), token.clone());
+        let mut token = token.clone();
+        token.pending_since_ms = None;
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&token.key());
+        tokens.insert(token.key(), token);
         Ok(SaveOutcome::Saved)
+    }
+
+    async fn mark_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.entry(key.clone()).or_insert(since_ms);
+        Ok(())
+    }
+
+    async fn clear_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.get(key) == Some(&since_ms) {
+            pending.remove(key);
+        }
+        Ok(())
     }
 
     async fn add_quota_use(&self, app: &str, endpoint: &str, day: u64) -> Result<u64, Error> {

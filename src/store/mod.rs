@@ -33,18 +33,46 @@ pub struct StoredToken {
     pub refreshed_at_ms: u64,
     /// Increases by one with each refresh of this credential.
     pub version: u64,
+    /// Set while a call that may have replaced this token at WeChat is out, or ended
+    /// without telling (Unix milliseconds of the earliest such call's start): the token
+    /// is then trusted only until this time plus `refresh.upstream_grace`. Cleared by
+    /// the save of a newer token. This is how a crash mid-call is survived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_since_ms: Option<u64>,
+    /// Was it fetched by a call announced to the cluster (under the lease, with its
+    /// pending mark written)? A token fetched without (the store was unreachable) may
+    /// conflict with another instance's; see `refresh::decide::on_stored`.
+    #[serde(default = "announced_by_default")]
+    pub announced: bool,
+}
+
+fn announced_by_default() -> bool {
+    true
 }
 
 /// Latest time a stored token may carry (the end of year 9999, in Unix milliseconds):
 /// a store edited by hand or corrupted must not feed absurd times to the server.
 pub const MAX_STORED_MILLIS: u64 = 253_402_300_799_000;
 
+/// Longest lifetime a stored or peer record may claim (7 days): WeChat's tokens live
+/// two hours; anything longer is a corrupted or forged record.
+pub const MAX_STORED_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// How far in the future a record's refresh time may lie: the clocks of a cluster's
+/// hosts differ by a little. Beyond it the record is forged or from a broken clock.
+pub const MAX_CLOCK_SKEW_MS: u64 = 5_000;
+
 impl StoredToken {
-    /// Are the times plausible? Records that are not are skipped when loaded.
-    pub fn is_sane(&self) -> bool {
+    /// May this record be served at `now_ms` (Unix milliseconds)? Its value must be a
+    /// usable token ([`crate::domain::is_usable_token`]), its times plausible: a
+    /// lifetime of at most 7 days, a refresh time not in the future. Records that are
+    /// not are skipped with a warning.
+    pub fn is_sane(&self, now_ms: u64) -> bool {
         self.expires_at_ms <= MAX_STORED_MILLIS
             && self.refreshed_at_ms <= self.expires_at_ms
-            && !self.value.is_empty()
+            && self.expires_at_ms - self.refreshed_at_ms <= MAX_STORED_LIFETIME_MS
+            && self.refreshed_at_ms <= now_ms.saturating_add(MAX_CLOCK_SKEW_MS)
+            && crate::domain::is_usable_token(&self.value)
     }
 
     pub fn key(&self) -> CredentialKey {
@@ -60,6 +88,8 @@ impl std::fmt::Debug for StoredToken {
             .field("value", &crate::domain::token_prefix(&self.value))
             .field("expires_at_ms", &self.expires_at_ms)
             .field("version", &self.version)
+            .field("pending_since_ms", &self.pending_since_ms)
+            .field("announced", &self.announced)
             .finish()
     }
 }
@@ -126,8 +156,20 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Stores `token` atomically, unless the store already holds the same or a newer
     /// version of that credential: a writer that lost a race (or its lease) can never
-    /// replace a newer token.
+    /// replace a newer token. A save clears the credential's pending mark (its
+    /// `pending_since_ms` is ignored): the new token is the confirmed outcome.
     async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error>;
+
+    /// Records, durably, that a call which may replace `key`'s stored token is out
+    /// since `since_ms`, unless an earlier mark is already set (the earliest counts).
+    /// Written before the call, so that a crash while it is out leaves the mark:
+    /// after a restart the stored token is trusted only for WeChat's grace from then.
+    /// Without a stored token there is nothing to protect, and nothing need be written.
+    async fn mark_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error>;
+
+    /// Clears `key`'s pending mark if it still says `since_ms`: that call ended and
+    /// WeChat issued nothing (it answered with an error code).
+    async fn clear_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error>;
 
     /// Adds one call to `app`'s count of calls to `endpoint` (a URL path such as
     /// `/cgi-bin/token`) on WeChat's day number `day` (see [`crate::domain::wechat_day`]),

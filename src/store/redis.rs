@@ -5,7 +5,9 @@
 //!   plain string with a TTL equal to its remaining life. This is the Python original's
 //!   layout, so programs that read Redis directly keep working.
 //! - `Pwts:meta:{app}:{name}`: a hash `value`, `expires_at_ms`, `refreshed_at_ms`,
-//!   `version`: what instances load and compare. No TTL: the version must survive.
+//!   `version`, `announced` (0 when fetched without the lease), and `pending_since_ms`
+//!   while a call that may replace the token is out: what instances load and compare.
+//!   No TTL: the version must survive.
 //! - `Pwts:lease:{app}:{name}`: the id of the one instance refreshing that token now,
 //!   with a short TTL that the holder renews while its call to WeChat is under way.
 //! - channel `Pwts:updates`: `{app}:{name}` published after each save.
@@ -41,11 +43,32 @@ const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(5);
 const SAVE_SCRIPT: &str = r"
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if current >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'value', ARGV[2], 'expires_at_ms', ARGV[3], 'refreshed_at_ms', ARGV[4], 'version', ARGV[1])
+redis.call('HSET', KEYS[1], 'value', ARGV[2], 'expires_at_ms', ARGV[3], 'refreshed_at_ms', ARGV[4], 'version', ARGV[1], 'announced', ARGV[8])
+redis.call('HDEL', KEYS[1], 'pending_since_ms')
 if tonumber(ARGV[5]) > 0 then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[5])
 end
 redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 1
+";
+
+/// Sets the pending mark of a stored token unless one is set, and tells the cluster
+/// (every instance then trusts its copy only for the grace from the mark).
+const MARK_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[1], 'pending_since_ms', ARGV[1]) == 1 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
+return 1
+";
+
+/// Clears a pending mark if it is the one named, and tells the cluster (which lifts
+/// the bound it put on the token).
+const CLEAR_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], 'pending_since_ms') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'pending_since_ms')
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
 return 1
 ";
 
@@ -68,6 +91,8 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     save: Script,
+    mark: Script,
+    clear: Script,
     renew: Script,
     release: Script,
     watching: AtomicBool,
@@ -93,6 +118,8 @@ impl RedisStore {
             conn,
             prefix: prefix.to_owned(),
             save: Script::new(SAVE_SCRIPT),
+            mark: Script::new(MARK_SCRIPT),
+            clear: Script::new(CLEAR_SCRIPT),
             renew: Script::new(RENEW_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
             watching: AtomicBool::new(false),
@@ -157,6 +184,11 @@ impl RedisStore {
             expires_at_ms: number("expires_at_ms")?,
             refreshed_at_ms: number("refreshed_at_ms")?,
             version: number("version")?,
+            // An unreadable mark distrusts the token, like the embedded store's.
+            pending_since_ms: fields
+                .get("pending_since_ms")
+                .map(|v| v.parse().unwrap_or(0)),
+            announced: fields.get("announced").is_none_or(|v| v != "0"),
         })
     }
 }
@@ -239,6 +271,7 @@ impl TokenStore for RedisStore {
             .arg(ttl_ms)
             .arg(self.channel())
             .arg(format!("{}:{}", key.app, key.name))
+            .arg(if token.announced { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         Ok(if saved == 1 {
@@ -246,6 +279,32 @@ impl TokenStore for RedisStore {
         } else {
             SaveOutcome::Outdated
         })
+    }
+
+    async fn mark_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .mark
+            .key(self.meta_key(key))
+            .arg(since_ms)
+            .arg(self.channel())
+            .arg(format!("{}:{}", key.app, key.name))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .clear
+            .key(self.meta_key(key))
+            .arg(since_ms)
+            .arg(self.channel())
+            .arg(format!("{}:{}", key.app, key.name))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     fn is_shared(&self) -> bool {

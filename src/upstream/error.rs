@@ -36,10 +36,6 @@ pub enum Error {
     /// A `{{name}}` argument could not be resolved because that token is unavailable.
     #[error("token {0} it depends on is not available")]
     Dependency(String),
-    /// WeChat was not called: the cluster could not agree who refreshes (shared store
-    /// unreachable while the current token is still good, or another instance busy).
-    #[error("refresh deferred: {0}")]
-    Deferred(String),
 }
 
 impl Error {
@@ -70,15 +66,11 @@ impl Error {
     ///
     /// False when WeChat certainly issued nothing: it answered with an errcode
     /// ([`WeChat`](Error::WeChat)), or no request went out
-    /// ([`Connect`](Error::Connect), [`Dependency`](Error::Dependency),
-    /// [`Deferred`](Error::Deferred)).
+    /// ([`Connect`](Error::Connect), [`Dependency`](Error::Dependency)).
     pub fn may_have_issued(&self) -> bool {
         match self {
             Error::Timeout | Error::Transport(_) | Error::Status(_) | Error::Malformed(_) => true,
-            Error::WeChat { .. }
-            | Error::Connect(_)
-            | Error::Dependency(_)
-            | Error::Deferred(_) => false,
+            Error::WeChat { .. } | Error::Connect(_) | Error::Dependency(_) => false,
         }
     }
 
@@ -92,7 +84,6 @@ impl Error {
             Error::Transport(_) => "connection_lost".into(),
             Error::Malformed(_) => "malformed".into(),
             Error::Dependency(_) => "dependency".into(),
-            Error::Deferred(_) => "deferred".into(),
         }
     }
 
@@ -245,7 +236,6 @@ mod tests {
                 false,
                 "dependency",
             ),
-            (Error::Deferred("lease busy".into()), false, "deferred"),
         ]
     }
 

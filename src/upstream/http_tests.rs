@@ -64,6 +64,8 @@ fn source(addrs: &[SocketAddr]) -> SourceConfig {
         token_field: "access_token".into(),
         expires_field: "expires_in".into(),
         deps: Vec::new(),
+        probe_urls: Vec::new(),
+        replaces_previous: true,
         forced: None,
     }
 }

@@ -22,22 +22,12 @@ pub const TOKEN_REJECTED_CODES: [i64; 3] = [40001, 42001, 40014];
 /// and would overflow time arithmetic further on.
 pub const MAX_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 
-/// Longest token we accept (SPEC "Never served"). WeChat asks for 512 characters of
-/// room; four times that is far beyond any token seen, and short enough that a broken
-/// or hostile reply cannot make us store and serve junk.
-pub const MAX_TOKEN_LEN: usize = 2048;
-
 /// Largest reply body we read from a token source (SPEC "Never served": 1 MiB). A token
 /// reply is a few hundred bytes; a host sending more is broken or hostile, and is cut
 /// off there instead of filling memory.
 pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
-/// Is `value` fit to be served as a token? Not empty or only whitespace, at most
-/// [`MAX_TOKEN_LEN`] bytes, no control characters (which could split a header or a log
-/// line of the business servers it is handed to).
-pub fn is_usable_token(value: &str) -> bool {
-    !value.trim().is_empty() && value.len() <= MAX_TOKEN_LEN && !value.chars().any(char::is_control)
-}
+pub use crate::domain::{MAX_TOKEN_BYTES as MAX_TOKEN_LEN, is_usable_token};
 
 /// A token as WeChat returned it.
 #[derive(Debug, Clone, PartialEq, Eq)]

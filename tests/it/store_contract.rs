@@ -18,6 +18,8 @@ fn token(app: &str, name: &str, value: &str, version: u64) -> StoredToken {
         expires_at_ms: now + 3_600_000,
         refreshed_at_ms: now,
         version,
+        pending_since_ms: None,
+        announced: true,
     }
 }
 
@@ -71,6 +73,44 @@ async fn store_contract(store: &dyn TokenStore) {
         ]
     );
     store.ping().await.unwrap();
+    pending_marks(store).await;
+}
+
+async fn pending_of(store: &dyn TokenStore, key: &CredentialKey) -> Option<u64> {
+    store.load(key).await.unwrap().unwrap().pending_since_ms
+}
+
+/// A pending mark: kept earliest-first, shown by load and load_all, cleared by a save
+/// or by a clear naming it, and not written without a stored token.
+async fn pending_marks(store: &dyn TokenStore) {
+    let key = CredentialKey::new("default", "access_token");
+    assert_eq!(pending_of(store, &key).await, None);
+    store.mark_pending(&key, 1_000).await.unwrap();
+    store.mark_pending(&key, 2_000).await.unwrap();
+    assert_eq!(
+        pending_of(store, &key).await,
+        Some(1_000),
+        "the earliest mark counts"
+    );
+    let all = store.load_all().await.unwrap();
+    let listed = all.iter().find(|t| t.key() == key).unwrap();
+    assert_eq!(listed.pending_since_ms, Some(1_000));
+    store.clear_pending(&key, 2_000).await.unwrap();
+    assert_eq!(
+        pending_of(store, &key).await,
+        Some(1_000),
+        "only the mark named is cleared"
+    );
+    store.clear_pending(&key, 1_000).await.unwrap();
+    assert_eq!(pending_of(store, &key).await, None);
+    store.mark_pending(&key, 3_000).await.unwrap();
+    let mut newer = token("default", "access_token", "A3", 3);
+    newer.pending_since_ms = Some(42); // never stored: a save clears the mark
+    assert_eq!(store.save(&newer).await.unwrap(), SaveOutcome::Saved);
+    assert_eq!(pending_of(store, &key).await, None);
+    let fresh = CredentialKey::new("other", "access_token");
+    store.mark_pending(&fresh, 5_000).await.unwrap();
+    assert_eq!(store.load(&fresh).await.unwrap(), None);
 }
 
 #[tokio::test]

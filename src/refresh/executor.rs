@@ -1,0 +1,526 @@
+//! Runs one flight: asks `decide` for the next step, does it (the lease, the pending
+//! mark, a validity probe, the call with its dependencies, the save), and asks again
+//! with what it learned. The only place that calls WeChat and writes tokens.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::call::log_failure;
+use super::decide::{
+    self, Answer, Ask, Facts, JournalFact, LeaseFact, ProbeFact, SourceTraits, Step, Unconfirmed,
+};
+use super::error::RefreshError;
+use super::flight::{Decision, FlightState, Progress, Reply};
+use super::lease::{self, Acquired};
+use super::quota::Spend;
+use super::stable::PROBE_REUSE;
+use super::token::trust_bound;
+use super::{Credential, Refresher, Token, Trigger};
+use crate::domain::{token_prefix, unix_millis, wechat_day_at};
+use crate::metrics::CredentialLabels;
+use crate::store::SaveOutcome;
+use crate::upstream::{self, Fetched};
+
+/// What a flight leaves for its flight task.
+#[derive(Debug)]
+pub struct Report {
+    /// The state, with what the flight learned.
+    pub state: FlightState,
+    /// The token fetched is durably stored.
+    pub saved: bool,
+    /// A token was fetched and served, but could not be stored: why.
+    pub save_error: Option<String>,
+    /// The answer to the request that started the flight.
+    pub reply: Reply,
+}
+
+/// The facts of `cred` at the start of a flight (nothing tried yet).
+pub(super) fn facts<'a>(
+    refresher: &'a Refresher,
+    cred: &'a Credential,
+    state: &'a FlightState,
+    token: Option<&'a Token>,
+    now: SystemTime,
+    trigger: Trigger,
+) -> Facts<'a> {
+    let status = cred.status();
+    let live = token.is_some_and(|t| t.is_live(now));
+    let spend = Spend::of(trigger, status.consecutive_failures > 0, live);
+    let day = wechat_day_at(now);
+    let accepted = match (state.accepted, token) {
+        (Some((version, at)), Some(token))
+            if version == token.version && at.elapsed() < PROBE_REUSE =>
+        {
+            ProbeFact::Accepted
+        }
+        _ => ProbeFact::NotTried,
+    };
+    Facts {
+        now,
+        token,
+        settings: &refresher.settings,
+        source: SourceTraits::of(&cred.source),
+        last_failure: state
+            .last_failure
+            .as_ref()
+            .map(|(error, at)| (error, at.elapsed())),
+        failures: status.consecutive_failures,
+        since_failure: status
+            .last_attempt_at
+            .and_then(|at| now.duration_since(at).ok())
+            .unwrap_or_default(),
+        needs_person: cred.needs_person().is_some(),
+        quota_blocked: refresher
+            .quota
+            .blocked_until(&cred.labels, now)
+            .map(|until| until.duration_since(now).unwrap_or_default()),
+        unconfirmed: state.unconfirmed,
+        conflict: state.conflict.is_some(),
+        lease: LeaseFact::NotTried,
+        journal: JournalFact::NotTried,
+        probe: accepted,
+        forced_allowed: state.budget.allows(day, Instant::now()),
+        quota_refused: refresher.quota.check(&cred.labels, spend, now).err(),
+    }
+}
+
+/// The answer when the quota guard refused the call: a forced caller gets the current
+/// token while it has life left, unless that is the token it reported as rejected.
+pub(super) fn quota_answer(
+    trigger: Trigger,
+    stale: Option<&str>,
+    live: Option<Arc<Token>>,
+    error: RefreshError,
+) -> Reply {
+    match (trigger, live) {
+        (Trigger::Forced, Some(token)) if stale != Some(token.value.as_str()) => {
+            Ok((token, Decision::QuotaRefused))
+        }
+        _ => Err(error),
+    }
+}
+
+/// The answer when the quota guard refuses the call a request needs: counted as a
+/// refresh refused; a scheduled refresh records it, so that it backs off.
+pub(super) fn refused(
+    refresher: &Refresher,
+    cred: &Credential,
+    trigger: Trigger,
+    stale: Option<&str>,
+    refusal: super::quota::Refusal,
+    now: SystemTime,
+) -> Reply {
+    let error = RefreshError::Quota(refusal);
+    refresher
+        .metrics
+        .refresh(&cred.labels, trigger.as_str(), error.outcome());
+    if trigger != Trigger::Forced {
+        cred.record_failure(&error, now);
+    }
+    quota_answer(trigger, stale, cred.live_token(now), error)
+}
+
+/// One flight for a request with `trigger` and `stale`, starting from `state`.
+pub(super) async fn fly(
+    refresher: Arc<Refresher>,
+    cred: Arc<Credential>,
+    mut state: FlightState,
+    trigger: Trigger,
+    stale: Option<String>,
+) -> Report {
+    let mut report = Report {
+        state: FlightState::default(),
+        saved: false,
+        save_error: None,
+        reply: Err(RefreshError::Task(
+            "the flight ended without an answer".into(),
+        )),
+    };
+    let mut progress = Progress::default();
+    let mut guard = None;
+    let ask = Ask {
+        trigger,
+        stale: stale.as_deref(),
+    };
+    loop {
+        let now = refresher.clock.now();
+        let token = cred.current();
+        let mut facts = facts(&refresher, &cred, &state, token.as_deref(), now, trigger);
+        facts.lease = progress.lease;
+        facts.journal = progress.journal;
+        if progress.probe != ProbeFact::NotTried {
+            facts.probe = progress.probe;
+        }
+        match decide::decide(&facts, &ask) {
+            Step::Answer(Answer::Deferred(why)) => {
+                let error = RefreshError::Deferred(why.into());
+                tracing::warn!(key = %cred.key, trigger = trigger.as_str(), %error, "refresh deferred");
+                if trigger != Trigger::Forced {
+                    cred.record_failure(&error, now);
+                }
+                state.last_failure = Some((error.clone(), Instant::now()));
+                report.reply = Err(error);
+                break;
+            }
+            Step::Answer(Answer::Serve(decision)) => {
+                report.reply = cred
+                    .live_token(now)
+                    .map(|token| (token, decision))
+                    .ok_or_else(|| RefreshError::Task("the token expired meanwhile".into()));
+                break;
+            }
+            Step::Answer(Answer::QuotaRefused(refusal)) => {
+                report.reply = refused(&refresher, &cred, trigger, stale.as_deref(), refusal, now);
+                break;
+            }
+            Step::Answer(Answer::LastFailure) => {
+                report.reply = Err(state.last_failure.as_ref().map_or_else(
+                    || RefreshError::Task("no failure to share".into()),
+                    |(error, _)| error.clone(),
+                ));
+                break;
+            }
+            Step::TakeLease => {
+                let holder = &refresher.instance_id;
+                match lease::acquire(&refresher.store, &cred, holder).await {
+                    Acquired::Held {
+                        guard: held,
+                        stored,
+                    } => {
+                        guard = held;
+                        progress.lease = LeaseFact::Held;
+                        if let Some(stored) = stored {
+                            cred.bump_version_floor(stored.version);
+                            if stored.is_sane(unix_millis(now))
+                                && stored.expires_at_ms > unix_millis(now)
+                            {
+                                let newer =
+                                    cred.current().is_none_or(|t| stored.version > t.version);
+                                let resolved = state.conflict.is_none_or(|baseline| {
+                                    stored.version > baseline && stored.announced
+                                });
+                                if newer && resolved {
+                                    let grace = refresher.settings.upstream_grace;
+                                    cred.install(Token::from_stored(
+                                        &stored,
+                                        Trigger::Peer,
+                                        now,
+                                        grace,
+                                    ));
+                                    state.conflict = None;
+                                    state.unconfirmed = None;
+                                    report.saved = true;
+                                } else if let Some(mark) = stored.pending_since_ms
+                                    && let Some(current) = cred.current()
+                                    && current.version == stored.version
+                                {
+                                    // The previous holder's call is unaccounted for.
+                                    let grace = refresher.settings.upstream_grace;
+                                    cred.rebound(
+                                        current
+                                            .trusted_at_most_until(trust_bound(mark, grace, now)),
+                                    );
+                                    state.unconfirmed.get_or_insert(Unconfirmed {
+                                        since: crate::domain::from_unix_millis(mark),
+                                        announced: true,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    Acquired::Updated => {} // decide again with the token that arrived
+                    Acquired::Unavailable(why) => {
+                        tracing::warn!(key = %cred.key, trigger = trigger.as_str(), reason = %why, "cannot take the cluster lease");
+                        progress.lease = LeaseFact::Unavailable;
+                    }
+                }
+            }
+            Step::Probe => {
+                progress.probe = probe(&refresher, &cred, token.as_deref()).await;
+                match (progress.probe, &token) {
+                    (ProbeFact::Accepted, Some(token)) => {
+                        state.accepted = Some((token.version, Instant::now()));
+                    }
+                    (ProbeFact::Rejected, Some(token))
+                        if cred.current().is_some_and(|c| c.version == token.version) =>
+                    {
+                        cred.rebound(token.marked_rejected());
+                    }
+                    _ => {}
+                }
+            }
+            Step::WriteJournal => {
+                let since = state.unconfirmed.map_or(now, |u| u.since.min(now));
+                progress.journal = match refresher
+                    .store
+                    .mark_pending(&cred.key, unix_millis(since))
+                    .await
+                {
+                    Ok(()) => JournalFact::Written,
+                    Err(error) => {
+                        tracing::warn!(key = %cred.key, backend = refresher.store.backend(), %error, "cannot record that a call is out");
+                        JournalFact::Failed
+                    }
+                };
+                if progress.journal == JournalFact::Written
+                    && let Some(unconfirmed) = &mut state.unconfirmed
+                {
+                    unconfirmed.announced = true;
+                }
+            }
+            Step::Call { forced, announced } => {
+                if forced {
+                    state.budget.spend(wechat_day_at(now), Instant::now());
+                }
+                let announced = announced
+                    && guard
+                        .as_ref()
+                        .is_none_or(|g: &lease::LeaseGuard| !g.is_lost());
+                let journal = progress.journal == JournalFact::Written;
+                call(
+                    &refresher,
+                    &cred,
+                    &mut state,
+                    &mut report,
+                    trigger,
+                    forced,
+                    announced,
+                    journal,
+                )
+                .await;
+                break;
+            }
+        }
+    }
+    drop(guard);
+    report.state = state;
+    report
+}
+
+/// Asks WeChat whether it accepts `token`.
+async fn probe(refresher: &Refresher, cred: &Credential, token: Option<&Token>) -> ProbeFact {
+    let Some(token) = token else {
+        return ProbeFact::Failed;
+    };
+    let started = Instant::now();
+    let verdict = refresher
+        .api
+        .probe(&cred.source.probe_urls, &token.value)
+        .await;
+    // The probe is a call to WeChat too: it shows in the upstream metrics.
+    let outcome = match &verdict {
+        Ok(true) => "ok".into(),
+        Ok(false) => "token_rejected".into(),
+        Err(e) => e.outcome(),
+    };
+    let endpoint = cred.source.probe_urls.first().map_or("", |u| u.path());
+    let labels = CredentialLabels::new(&cred.key.app, &cred.key.name, endpoint);
+    refresher
+        .metrics
+        .upstream_call(&labels, outcome.into(), started.elapsed());
+    match verdict {
+        Ok(true) => {
+            tracing::info!(key = %cred.key, value = %token_prefix(&token.value), "reported token is still accepted by WeChat; not replaced");
+            ProbeFact::Accepted
+        }
+        Ok(false) => {
+            tracing::info!(key = %cred.key, value = %token_prefix(&token.value), "WeChat rejects the reported token");
+            ProbeFact::Rejected
+        }
+        Err(error) => {
+            tracing::warn!(key = %cred.key, %error, "cannot tell whether WeChat accepts the reported token");
+            ProbeFact::Failed
+        }
+    }
+}
+
+/// Calls WeChat (after making sure the tokens it refers to are live), serves and
+/// stores the new token, or records what the failure means.
+#[allow(clippy::too_many_arguments)]
+async fn call(
+    refresher: &Arc<Refresher>,
+    cred: &Arc<Credential>,
+    state: &mut FlightState,
+    report: &mut Report,
+    trigger: Trigger,
+    forced: bool,
+    announced: bool,
+    journal_written: bool,
+) {
+    let started = refresher.clock.now();
+    let result = fetch_with_deps(refresher, cred, trigger, forced).await;
+    let result = result.and_then(|fetched| lifetime_of(refresher, cred, fetched, started));
+    let now = refresher.clock.now();
+    refresher.metrics.refresh(
+        &cred.labels,
+        trigger.as_str(),
+        result
+            .as_ref()
+            .map_or_else(RefreshError::outcome, |_| "ok".into()),
+    );
+    match result {
+        Ok((value, expires_at)) => {
+            let mut token = Token::new(
+                value,
+                expires_at,
+                started,
+                cred.next_version(),
+                trigger,
+                now,
+            );
+            token.announced = announced;
+            tracing::info!(
+                app = %cred.key.app, token = %cred.key.name, trigger = trigger.as_str(),
+                value = %token_prefix(&token.value), expires_in = token.lifetime().as_secs(), version = token.version,
+                announced, "token refreshed"
+            );
+            let token = cred.install(token);
+            report.reply = Ok((token.clone(), Decision::Performed));
+            state.unconfirmed = None;
+            state.conflict = None;
+            state.last_failure = None;
+            state.accepted = None;
+            cred.record_success(now);
+            match refresher.store.save(&token.to_stored(&cred.key)).await {
+                Ok(SaveOutcome::Saved) => report.saved = true,
+                Ok(SaveOutcome::Outdated) => match refresher.store.load(&cred.key).await {
+                    Ok(Some(stored)) if stored.value == token.value => report.saved = true,
+                    Ok(Some(stored)) => {
+                        // Another instance stored a different token of this version or
+                        // newer: which WeChat issued last is unknown.
+                        tracing::warn!(key = %cred.key, version = stored.version,
+                            "another instance stored a different token meanwhile: fetching one more so that every instance serves the newest");
+                        cred.bump_version_floor(stored.version);
+                        state.conflict = Some(stored.version);
+                        report.save_error =
+                            Some("another instance stored a different token".into());
+                    }
+                    Ok(None) => {
+                        report.save_error =
+                            Some("the store refused the token and holds none".into())
+                    }
+                    Err(error) => report.save_error = Some(error.to_string()),
+                },
+                Err(error) => report.save_error = Some(error.to_string()),
+            }
+        }
+        Err(error) => {
+            let grace = refresher.settings.upstream_grace;
+            if error.may_have_issued() && cred.source.replaces_previous {
+                let since = state.unconfirmed.map_or(started, |u| u.since.min(started));
+                state.unconfirmed = Some(Unconfirmed {
+                    since,
+                    announced: journal_written || state.unconfirmed.is_some_and(|u| u.announced),
+                });
+                if let Some(current) = cred.current() {
+                    let bound = trust_bound(unix_millis(since), grace, now);
+                    cred.rebound(current.trusted_at_most_until(bound));
+                    tracing::warn!(key = %cred.key, %error,
+                        serve_for_s = bound.saturating_duration_since(Instant::now()).as_secs(),
+                        "WeChat may have issued a token although none came back: the current one is served only for WeChat's grace, unless a new one is fetched first");
+                }
+            } else if journal_written && state.unconfirmed.is_none() {
+                // WeChat answered and issued nothing: no call is unaccounted for.
+                if let Err(e) = refresher
+                    .store
+                    .clear_pending(&cred.key, unix_millis(started.min(now)))
+                    .await
+                {
+                    tracing::debug!(key = %cred.key, error = %e, "cannot clear the pending mark");
+                }
+            }
+            let is_quota = matches!(error, RefreshError::Quota(_));
+            if !(is_quota && trigger == Trigger::Forced) {
+                cred.record_failure(&error, now);
+            }
+            if !is_quota {
+                log_failure(cred, trigger, &error);
+            }
+            state.last_failure = Some((error.clone(), Instant::now()));
+            report.reply = Err(error);
+        }
+    }
+}
+
+/// Fetches the token, first making sure the tokens its source refers to are live; when
+/// WeChat rejects the access_token sent, gets a newer one and retries once.
+async fn fetch_with_deps(
+    refresher: &Arc<Refresher>,
+    cred: &Arc<Credential>,
+    trigger: Trigger,
+    forced: bool,
+) -> Result<Fetched, RefreshError> {
+    let now = refresher.clock.now();
+    let mut deps: Vec<(Arc<Credential>, Arc<Token>)> = Vec::with_capacity(cred.source.deps.len());
+    for name in &cred.source.deps {
+        let dep = refresher
+            .credential(&cred.key.app, name)
+            .expect("config validation guarantees every dependency exists")
+            .clone();
+        let token = match dep.live_token(now) {
+            Some(token) => token,
+            None => refresher.ask(&dep, Trigger::Dependency, None).await?.0,
+        };
+        deps.push((dep, token));
+    }
+    let mut result = refresher
+        .call_upstream(cred, trigger, forced, &lookup(&deps))
+        .await;
+    if matches!(&result, Err(RefreshError::Upstream(e)) if e.is_token_rejected())
+        && !deps.is_empty()
+    {
+        // WeChat rejected the access_token we sent: get a newer one (single-flight,
+        // and no call at all if another refresh already replaced it), then retry once.
+        tracing::info!(key = %cred.key, "dependency token rejected by WeChat; refreshing it");
+        for (dep, token) in &mut deps {
+            *token = refresher
+                .ask(dep, Trigger::Dependency, Some(token.value.clone()))
+                .await?
+                .0;
+        }
+        result = refresher
+            .call_upstream(cred, trigger, forced, &lookup(&deps))
+            .await;
+    }
+    result
+}
+
+fn lookup(deps: &[(Arc<Credential>, Arc<Token>)]) -> impl Fn(&str) -> Option<String> + Sync + '_ {
+    move |name| {
+        deps.iter()
+            .find(|(cred, _)| cred.key.name == name)
+            .map(|(_, token)| token.value.clone())
+    }
+}
+
+/// The value and expiry of a fetched token. The lifetime counts from before the
+/// request was sent, so a token is never served past WeChat's own expiry.
+fn lifetime_of(
+    refresher: &Refresher,
+    cred: &Credential,
+    fetched: Fetched,
+    started: SystemTime,
+) -> Result<(String, SystemTime), RefreshError> {
+    let settings = &refresher.settings;
+    let lifetime = fetched
+        .expires_in
+        .or(settings.token_expire_time)
+        .ok_or_else(|| {
+            upstream::Error::Malformed(format!(
+                "no {:?} field in the reply and refresh.token_expire_time is not set",
+                cred.source.expires_field
+            ))
+        })?;
+    let lifetime: Duration = settings
+        .token_expire_time
+        .map_or(lifetime, |cap| lifetime.min(cap));
+    let expires_at = started.checked_add(lifetime).ok_or_else(|| {
+        upstream::Error::Malformed(format!(
+            "a lifetime of {} s is out of range",
+            lifetime.as_secs()
+        ))
+    })?;
+    Ok((fetched.value, expires_at))
+}
