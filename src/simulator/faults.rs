@@ -2,7 +2,9 @@
 //!
 //! Faults are queued per endpoint and used in order, so a test can script "two busy
 //! replies, then a dropped connection". A faulted call is counted in the stats but does
-//! nothing else (no token, no quota), except a delay, which only holds the reply back.
+//! nothing else (no token, no quota), except two that model a lost answer: a delay,
+//! which serves the call at once and holds the reply back, and issue-then-drop, which
+//! serves it and never replies.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -30,8 +32,12 @@ pub enum FaultKind {
     /// The call is served normally, but the reply is held back this long: a slow WeChat
     /// that still did the work, so a client that timed out has still replaced its token.
     Delay(Duration),
-    /// The connection is closed without any response.
+    /// The connection is closed without any response; nothing is issued.
     Drop,
+    /// The call is served normally (a token issued, replacing the previous one with
+    /// the grace, quota used), then the connection is closed without any response:
+    /// WeChat acted, and its answer was lost on the way back.
+    IssueThenDrop,
     /// HTTP 200 with a body that is not valid JSON.
     Garbage,
 }
@@ -58,7 +64,7 @@ pub enum FaultError {
     UnknownEndpoint(String),
     /// None or several of the fault kinds.
     #[error(
-        "give exactly one of \"errcode\", \"http_status\", \"delay_ms\", \"drop\": true, \"garbage\": true (got {0})"
+        "give exactly one of \"errcode\", \"http_status\", \"delay_ms\", \"drop\": true, \"issue_then_drop\": true, \"garbage\": true (got {0})"
     )]
     Kinds(usize),
     /// `count: 0` would inject nothing.
@@ -95,6 +101,8 @@ struct FaultSpec {
     delay_ms: Option<u64>,
     #[serde(default)]
     drop: bool,
+    #[serde(default)]
+    issue_then_drop: bool,
     #[serde(default)]
     garbage: bool,
 }
@@ -140,6 +148,9 @@ impl Fault {
         }
         if spec.drop {
             kinds.push(FaultKind::Drop);
+        }
+        if spec.issue_then_drop {
+            kinds.push(FaultKind::IssueThenDrop);
         }
         if spec.garbage {
             kinds.push(FaultKind::Garbage);
@@ -222,10 +233,22 @@ mod tests {
     }
 
     #[test]
+    fn issue_then_drop_is_a_kind_of_its_own() {
+        let fault = Fault::from_json(br#"{"endpoint": "/cgi-bin/token", "issue_then_drop": true}"#);
+        assert_eq!(fault.ok().map(|f| f.kind), Some(FaultKind::IssueThenDrop));
+        let refused = Fault::from_json(br#"{"endpoint": "/cgi-bin/token"}"#).unwrap_err();
+        assert!(
+            refused.to_string().contains("\"issue_then_drop\": true"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn a_fault_needs_exactly_one_kind_and_a_known_endpoint() {
         let bad: &[&[u8]] = &[
             br#"{"endpoint": "/cgi-bin/token"}"#,
             br#"{"endpoint": "/cgi-bin/token", "drop": true, "garbage": true}"#,
+            br#"{"endpoint": "/cgi-bin/token", "drop": true, "issue_then_drop": true}"#,
             br#"{"endpoint": "/cgi-bin/nope", "drop": true}"#,
             br#"{"endpoint": "/cgi-bin/token", "count": 0, "drop": true}"#,
             br#"{"endpoint": "/cgi-bin/token", "http_status": 200}"#,

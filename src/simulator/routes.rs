@@ -53,6 +53,8 @@ enum Outcome {
     Reply(Result<Value, WxError>),
     /// The same, held back this long.
     Late(Duration, Result<Value, WxError>),
+    /// Served (its reply is thrown away), then the connection is dropped.
+    Lost,
     /// An injected failure instead of a reply.
     Fault(FaultKind),
 }
@@ -66,7 +68,18 @@ async fn call(ctx: Ctx, endpoint: Endpoint, query: Option<String>, body: Bytes) 
         state.record_call(endpoint, app.as_deref());
         match state.faults.take(endpoint) {
             None => Outcome::Reply(state.serve(endpoint, &req)),
+            // Both serve the call now, while the state is locked: WeChat acts on a
+            // call when it gets it, whatever then happens to the answer.
             Some(FaultKind::Delay(delay)) => Outcome::Late(delay, state.serve(endpoint, &req)),
+            Some(FaultKind::IssueThenDrop) => {
+                let served = state.serve(endpoint, &req);
+                tracing::debug!(
+                    path = endpoint.path(),
+                    ok = served.is_ok(),
+                    "served, dropping the reply"
+                );
+                Outcome::Lost
+            }
             Some(kind) => Outcome::Fault(kind),
         }
     };
@@ -83,6 +96,7 @@ async fn call(ctx: Ctx, endpoint: Endpoint, query: Option<String>, body: Bytes) 
             tracing::debug!(path = endpoint.path(), ?kind, "injected fault");
             return fault_response(kind);
         }
+        Outcome::Lost => return fault_response(FaultKind::IssueThenDrop),
     };
     match reply {
         Ok(value) => Json(value).into_response(),
@@ -112,7 +126,8 @@ fn fault_response(kind: FaultKind) -> Response {
             let body = r#"{"access_token":"Zm9vYmFy<html><body>upstream reset"#;
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
-        FaultKind::Drop => Response::new(Body::new(AbortBody)),
+        // For IssueThenDrop, `call` has served the call already.
+        FaultKind::Drop | FaultKind::IssueThenDrop => Response::new(Body::new(AbortBody)),
         // `call` serves delayed calls itself; should one get here, a bare delay-free 500
         // is still a visible failure rather than a panic.
         FaultKind::Delay(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),

@@ -85,6 +85,88 @@ async fn a_delay_fault_holds_the_reply_back_but_still_serves_the_call() {
 }
 
 #[tokio::test]
+async fn a_delay_fault_issues_the_token_when_the_call_arrives_not_when_it_is_answered() {
+    let sim = spawn_default().await;
+    let previous = sim.token().await;
+    sim.fault(json!({"endpoint": "/cgi-bin/token", "delay_ms": 600_000}))
+        .await;
+    let url = sim.url(&format!(
+        "/cgi-bin/token?grant_type=client_credential&appid={DEMO_APPID}&secret={DEMO_SECRET}"
+    ));
+    let pending = tokio::spawn(sim.http.get(url).send());
+    // Issued while the reply is still held back (for ten minutes).
+    let stats = || async { sim.stats().await["issued"]["/cgi-bin/token"] == 2 };
+    crate::helpers::wait_until(
+        "the delayed call issued its token",
+        Duration::from_secs(5),
+        stats,
+    )
+    .await;
+    assert!(!pending.is_finished(), "the reply is still held back");
+    assert_eq!(
+        sim.valid(&format!("access_token={previous}")).await["valid"],
+        true
+    );
+    sim.advance(GRACE);
+    assert_eq!(
+        sim.valid(&format!("access_token={previous}")).await["reason"],
+        "replaced",
+        "the held-back token replaced the previous one"
+    );
+    pending.abort();
+}
+
+#[tokio::test]
+async fn an_issue_then_drop_fault_issues_the_token_and_closes_the_connection_without_a_response() {
+    let sim = spawn_default().await;
+    let previous = sim.token().await;
+    sim.fault(json!({"endpoint": "/cgi-bin/token", "issue_then_drop": true}))
+        .await;
+    let path = format!(
+        "/cgi-bin/token?grant_type=client_credential&appid={DEMO_APPID}&secret={DEMO_SECRET}"
+    );
+    let result = sim.http.get(sim.url(&path)).send().await;
+    assert!(
+        result.is_err(),
+        "expected a connection error, got {result:?}"
+    );
+
+    let stats = sim.stats().await;
+    assert_eq!(stats["calls"]["/cgi-bin/token"], 2);
+    assert_eq!(
+        stats["issued"]["/cgi-bin/token"], 2,
+        "the dropped call issued"
+    );
+    let token = sim.token().await;
+    // The previous token is in its grace: replaced by the dropped call's, still valid.
+    let before = sim.valid(&format!("access_token={previous}")).await;
+    assert_eq!(
+        (before["valid"].as_bool(), before["reason"].as_str()),
+        (Some(true), Some("ok"))
+    );
+    assert_eq!(
+        sim.valid(&format!("access_token={token}")).await["valid"],
+        true
+    );
+    sim.advance(GRACE);
+    assert_eq!(
+        sim.valid(&format!("access_token={previous}")).await["reason"],
+        "replaced"
+    );
+    assert_eq!(
+        sim.valid(&format!("access_token={token}")).await["valid"],
+        true
+    );
+    let quota = sim
+        .wx_post(
+            &format!("/cgi-bin/openapi/quota/get?access_token={token}"),
+            json!({"cgi_path": "/cgi-bin/token"}),
+        )
+        .await;
+    assert_eq!(quota["quota"]["used"], 3, "the dropped call used quota");
+}
+
+#[tokio::test]
 async fn a_drop_fault_closes_the_connection_without_a_response() {
     let sim = spawn_default().await;
     sim.fault(json!({"endpoint": "/cgi-bin/token", "drop": true}))
