@@ -276,7 +276,7 @@ async fn no_answer_within_the_timeout_is_a_timeout_that_may_have_issued() {
         while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
     })
     .await;
-    let error = fetch_with(Duration::from_millis(200), &[addr])
+    let error = fetch_with(Duration::from_millis(500), &[addr])
         .await
         .unwrap_err();
     assert_eq!(error, Error::Timeout);
