@@ -230,10 +230,13 @@ impl TokenStore for EmbeddedStore {
             if read_mark(&mark).is_some() {
                 return Ok(()); // an earlier call is still unaccounted for
             }
-            if !path.exists() {
-                return Ok(()); // no stored token to protect
+            match std::fs::metadata(&path) {
+                Ok(_) => write_mark(&mark, Some(since_ms)),
+                // No stored token to protect.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                // A folder that cannot be read cannot be trusted to hold the mark.
+                Err(e) => Err(io(&path, e)),
             }
-            write_mark(&mark, Some(since_ms))
         })
         .await
     }
