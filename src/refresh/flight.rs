@@ -285,15 +285,19 @@ impl FlightTask {
         }
     }
 
-    fn on_ask(&mut self, waiter: Waiter) {
+    /// The next step for `waiter`'s request, as things stand.
+    fn step_for(&self, waiter: &Waiter) -> Step {
         let now = self.now();
         let token = self.cred.current();
         let ask = Ask {
             trigger: waiter.trigger,
             stale: waiter.stale.as_deref(),
         };
-        let step = decide::decide(&self.facts(token.as_deref(), now, waiter.trigger), &ask);
-        match (step, &self.running) {
+        decide::decide(&self.facts(token.as_deref(), now, waiter.trigger), &ask)
+    }
+
+    fn on_ask(&mut self, waiter: Waiter) {
+        match (self.step_for(&waiter), &self.running) {
             (Step::Answer(answer), _) => self.answer(waiter, answer, false),
             (_, Some(_)) => {
                 if self.waiters.len() >= MAX_WAITERS {
@@ -444,14 +448,7 @@ impl FlightTask {
             if waiter.reply.is_closed() {
                 continue; // the caller gave up
             }
-            let now = self.now();
-            let token = self.cred.current();
-            let ask = Ask {
-                trigger: waiter.trigger,
-                stale: waiter.stale.as_deref(),
-            };
-            let step = decide::decide(&self.facts(token.as_deref(), now, waiter.trigger), &ask);
-            match step {
+            match self.step_for(&waiter) {
                 Step::Answer(answer) => self.answer(waiter, answer, true),
                 _ if self.running.is_some() => self.waiters.push(waiter),
                 _ => {

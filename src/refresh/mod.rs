@@ -324,7 +324,9 @@ impl Refresher {
         let result = self
             .ask(cred, Trigger::Forced, stale.map(str::to_owned))
             .await;
-        if matches!(result, Err(RefreshError::Busy | RefreshError::WaitEnded(_))) {
+        // A request the flight task never saw is counted here; the task counts the
+        // others when it answers (even a caller that stopped waiting).
+        if matches!(result, Err(RefreshError::Busy)) {
             self.metrics
                 .force_refresh(&cred.labels, Decision::Shared.as_str());
         }

@@ -16,17 +16,25 @@ use crate::helpers::{
 use crate::process::Server;
 use crate::redis_server::RedisServer;
 
-/// Reads `access_token` from `base` for `period`, checking each served token with the
-/// simulator at once. Returns (served, invalid, not served).
+/// What [`watch_tokens`] saw.
+struct Watched {
+    served: u32,
+    invalid: Vec<String>,
+    missing: u32,
+    last: Option<String>,
+}
+
+/// Reads `access_token` from `base` for `period` (at least once), checking each served
+/// token with the simulator at once.
 async fn watch_tokens(
     client: &reqwest::Client,
     base: &str,
     sim: &TestSim,
     period: Duration,
-) -> (u32, Vec<String>, u32) {
-    let (mut served, mut invalid, mut missing) = (0, Vec::new(), 0);
+) -> Watched {
+    let (mut served, mut invalid, mut missing, mut last) = (0, Vec::new(), 0, None);
     let end = Instant::now() + period;
-    while Instant::now() < end {
+    loop {
         let response = client
             .get(format!(
                 "{base}/wechat/token?type=access_token&secret={SECRET}"
@@ -39,14 +47,23 @@ async fn watch_tokens(
             let token = body["access_token"].as_str().unwrap().to_owned();
             served += 1;
             if !sim.token_valid(&token).await {
-                invalid.push(token);
+                invalid.push(token.clone());
             }
+            last = Some(token);
         } else {
             missing += 1;
         }
+        if Instant::now() >= end {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await; // pacing the reads, not a sync
     }
-    (served, invalid, missing)
+    Watched {
+        served,
+        invalid,
+        missing,
+        last,
+    }
 }
 
 /// A simulator whose replaced tokens stay valid `grace` seconds, and a server that
@@ -85,8 +102,9 @@ async fn a_force_refresh_answered_after_the_timeout_never_leaves_a_replaced_toke
         "WeChat did issue a token"
     );
 
-    let (served, invalid, _) =
-        watch_tokens(&app.client, &app.base, &app.sim, Duration::from_secs(7)).await;
+    let Watched {
+        served, invalid, ..
+    } = watch_tokens(&app.client, &app.base, &app.sim, Duration::from_secs(7)).await;
     assert!(served > 20, "{served}");
     assert!(
         invalid.is_empty(),
@@ -131,18 +149,10 @@ async fn after_kill_9_with_a_call_out_the_restart_never_serves_a_replaced_token(
         },
     )
     .await;
-    let old: serde_json::Value = client
-        .get(format!(
-            "{}/wechat/token?type=access_token&secret={SECRET}",
-            server.base
-        ))
-        .send()
+    let old = watch_tokens(&client, &server.base, &sim, Duration::ZERO)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let old = old["access_token"].as_str().unwrap().to_owned();
+        .last
+        .expect("a token is served once ready");
 
     // A report while WeChat is slow: WeChat issues at once, the reply never comes in
     // time, and the process is killed while the call is out.
@@ -171,8 +181,9 @@ async fn after_kill_9_with_a_call_out_the_restart_never_serves_a_replaced_token(
     let _ = report.await;
 
     let server = Server::start(&config).await;
-    let (served, invalid, _) =
-        watch_tokens(&client, &server.base, &sim, Duration::from_secs(6)).await;
+    let Watched {
+        served, invalid, ..
+    } = watch_tokens(&client, &server.base, &sim, Duration::from_secs(6)).await;
     assert!(served > 20, "{served}");
     assert!(
         invalid.is_empty(),
@@ -245,8 +256,12 @@ async fn short_lived_tokens_never_lapse_through_three_failures_with_default_retr
     app.sim
         .fault("/cgi-bin/token", 3, json!({"errcode": -1}))
         .await;
-    let (served, invalid, missing) =
-        watch_tokens(&app.client, &app.base, &app.sim, Duration::from_secs(14)).await;
+    let Watched {
+        served,
+        invalid,
+        missing,
+        ..
+    } = watch_tokens(&app.client, &app.base, &app.sim, Duration::from_secs(14)).await;
     assert!(served > 50, "{served}");
     assert_eq!(missing, 0, "the token lapsed");
     assert!(invalid.is_empty());
@@ -381,8 +396,9 @@ async fn an_instance_cut_off_from_redis_probes_a_report_and_never_replaces_the_c
         sim.calls("/cgi-bin/getcallbackip").await >= 1,
         "the report was probed"
     );
-    let (served, invalid, _) =
-        watch_tokens(&healthy.client, &healthy.base, &sim, Duration::from_secs(2)).await;
+    let Watched {
+        served, invalid, ..
+    } = watch_tokens(&healthy.client, &healthy.base, &sim, Duration::from_secs(2)).await;
     assert!(
         served > 5 && invalid.is_empty(),
         "{served} served, {} invalid",
