@@ -258,7 +258,10 @@ pub(super) async fn fly(
                     .mark_pending(&cred.key, unix_millis(since))
                     .await
                 {
-                    Ok(()) => JournalFact::Written,
+                    Ok(()) => {
+                        progress.mark = Some(since);
+                        JournalFact::Written
+                    }
                     Err(error) => {
                         tracing::warn!(key = %cred.key, backend = refresher.store.backend(), %error, "cannot record that a call is out");
                         JournalFact::Failed
@@ -278,7 +281,6 @@ pub(super) async fn fly(
                     && guard
                         .as_ref()
                         .is_none_or(|g: &lease::LeaseGuard| !g.is_lost());
-                let journal = progress.journal == JournalFact::Written;
                 call(
                     &refresher,
                     &cred,
@@ -287,7 +289,7 @@ pub(super) async fn fly(
                     trigger,
                     forced,
                     announced,
-                    journal,
+                    progress.mark,
                 )
                 .await;
                 break;
@@ -347,7 +349,7 @@ async fn call(
     trigger: Trigger,
     forced: bool,
     announced: bool,
-    journal_written: bool,
+    mark: Option<SystemTime>,
 ) {
     let started = refresher.clock.now();
     let result = fetch_with_deps(refresher, cred, trigger, forced).await;
@@ -409,10 +411,12 @@ async fn call(
         Err(error) => {
             let grace = refresher.settings.upstream_grace;
             if error.may_have_issued() && cred.source.replaces_previous {
-                let since = state.unconfirmed.map_or(started, |u| u.since.min(started));
+                // From the earliest of this call (or its mark) and any earlier unknown one.
+                let this = mark.map_or(started, |m| m.min(started));
+                let since = state.unconfirmed.map_or(this, |u| u.since.min(this));
                 state.unconfirmed = Some(Unconfirmed {
                     since,
-                    announced: journal_written || state.unconfirmed.is_some_and(|u| u.announced),
+                    announced: mark.is_some() || state.unconfirmed.is_some_and(|u| u.announced),
                 });
                 if let Some(current) = cred.current() {
                     let bound = trust_bound(unix_millis(since), grace, now);
@@ -421,11 +425,13 @@ async fn call(
                         serve_for_s = bound.saturating_duration_since(Instant::now()).as_secs(),
                         "WeChat may have issued a token although none came back: the current one is served only for WeChat's grace, unless a new one is fetched first");
                 }
-            } else if journal_written && state.unconfirmed.is_none() {
+            } else if let Some(mark) = mark
+                && state.unconfirmed.is_none()
+            {
                 // WeChat answered and issued nothing: no call is unaccounted for.
                 if let Err(e) = refresher
                     .store
-                    .clear_pending(&cred.key, unix_millis(started.min(now)))
+                    .clear_pending(&cred.key, unix_millis(mark))
                     .await
                 {
                     tracing::debug!(key = %cred.key, error = %e, "cannot clear the pending mark");

@@ -587,6 +587,8 @@ impl FlightTask {
 pub(super) struct Progress {
     pub lease: LeaseFact,
     pub journal: JournalFact,
+    /// The time the pending mark written says (the earliest unconfirmed call's start).
+    pub mark: Option<SystemTime>,
     pub probe: ProbeFact,
 }
 
@@ -595,6 +597,7 @@ impl Default for Progress {
         Self {
             lease: LeaseFact::NotTried,
             journal: JournalFact::NotTried,
+            mark: None,
             probe: ProbeFact::NotTried,
         }
     }

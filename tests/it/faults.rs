@@ -405,3 +405,61 @@ async fn an_instance_cut_off_from_redis_probes_a_report_and_never_replaces_the_c
         invalid.len()
     );
 }
+
+#[tokio::test]
+async fn a_call_wechat_refused_clears_its_pending_mark_and_one_of_unknown_outcome_keeps_it() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "backend = \"embedded\"\npath = \"{}\"",
+        dir.path().display()
+    );
+    let text = config_with(
+        &store,
+        "min_retry_delay = 0.5\nmax_retry_delay = 60",
+        &access_token_source(SIM_PLACEHOLDER.parse().unwrap()),
+    );
+    let app = TestApp::spawn_with(sim, &text).await;
+    let key = wechat_token_server::domain::CredentialKey::new("default", "access_token");
+    let pending = || async {
+        app.refresher
+            .store()
+            .load(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .pending_since_ms
+    };
+    let old = app.token("access_token").await;
+    app.sim
+        .fault("/cgi-bin/token", 1, json!({"errcode": -1}))
+        .await;
+    let (status, _) = app.force("access_token", Some(&old)).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        pending().await,
+        None,
+        "WeChat issued nothing: no mark is left"
+    );
+
+    // Wait out the cool-down that shares that failure, then lose a reply.
+    app.sim
+        .fault("/cgi-bin/token", 1, json!({"drop": true}))
+        .await;
+    wait_until(
+        "a report meets the dropped reply",
+        Duration::from_secs(5),
+        || async {
+            app.force("access_token", Some(&old)).await;
+            app.sim.calls("/cgi-bin/token").await >= 3
+        },
+    )
+    .await;
+    assert!(
+        pending().await.is_some(),
+        "the outcome is unknown: the mark stays"
+    );
+    let (_, body) = app.get("/wechat/token?type=access_token").await;
+    let left = body["expires_in"].as_u64().unwrap();
+    assert!(left <= 300, "served only for the grace: {body}");
+}
