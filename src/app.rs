@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::config::{Backend, Config, StoreConfig};
 use crate::http::{self, AppState};
+use crate::log_limit::LOG_INTERVAL;
 use crate::metrics::Metrics;
 use crate::refresh::Refresher;
 use crate::store::{EmbeddedStore, Instrumented, MemoryStore, RedisStore, TokenStore};
@@ -21,6 +22,8 @@ use crate::upstream::Upstream;
 pub struct App {
     listener: TcpListener,
     refresher: Arc<Refresher>,
+    /// Kept for the refusal log's summary lines (`state.refusals`).
+    state: AppState,
     router: axum::Router,
 }
 
@@ -60,7 +63,8 @@ impl App {
         Ok(Self {
             listener,
             refresher,
-            router: http::router(state),
+            router: http::router(state.clone()),
+            state,
         })
     }
 
@@ -87,6 +91,7 @@ impl App {
         let tasks = CancellationToken::new();
         self.refresher.spawn_sync(&tracker, &tasks);
         self.refresher.spawn_schedulers(&tracker, &tasks);
+        spawn_refusal_summaries(self.state.clone(), &tracker, &tasks);
         tracker.close();
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
         // With the peer's address, which client `networks` are checked against.
@@ -103,6 +108,26 @@ impl App {
         tracing::info!("stopped");
         served.context("HTTP server failed")
     }
+}
+
+/// Writes the summary line of suppressed refusal log lines once per interval (see
+/// `http::caller`), and a last one on shutdown.
+fn spawn_refusal_summaries(state: AppState, tracker: &TaskTracker, cancel: &CancellationToken) {
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + LOG_INTERVAL, LOG_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => http::report_suppressed(&state.refusals, LOG_INTERVAL),
+                () = cancel.cancelled() => {
+                    http::report_suppressed(&state.refusals, LOG_INTERVAL);
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Opens the configured store.

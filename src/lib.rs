@@ -20,7 +20,7 @@
 //! - [`healthcheck`]: the `healthcheck` command for container healthchecks.
 //! - [`app`]: wiring of all the above; [`demo`]: the one-command demo.
 //! - [`simulator`]: an offline WeChat token API with WeChat's rules and fault injection.
-//! - [`telemetry`], [`shutdown`]: logging and signals.
+//! - [`telemetry`], [`shutdown`], [`log_limit`]: logging, signals, rate-limited log lines.
 
 pub mod app;
 pub mod auth;
@@ -31,6 +31,7 @@ pub mod domain;
 pub mod healthcheck;
 pub mod http;
 pub mod jssdk;
+pub mod log_limit;
 pub mod metrics;
 pub mod refresh;
 pub mod shutdown;

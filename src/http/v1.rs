@@ -52,7 +52,14 @@ fn caller(
     headers: &HeaderMap,
     peer: Peer,
 ) -> Result<Caller, ApiError> {
-    identify(&state.auth, route, presented_secret(headers, None), peer).map_err(denied)
+    identify(
+        &state.auth,
+        &state.refusals,
+        route,
+        presented_secret(headers, None),
+        peer,
+    )
+    .map_err(denied)
 }
 
 fn path_pair(
@@ -71,7 +78,7 @@ fn credential<'a>(
     action: Action,
 ) -> Result<&'a std::sync::Arc<Credential>, ApiError> {
     // Scope before existence, so that a client learns nothing outside its scope.
-    permit(caller, route, app, name, action).map_err(denied)?;
+    permit(&state.refusals, caller, route, app, name, action).map_err(denied)?;
     state.refresher.credential(app, name).ok_or_else(|| {
         ApiError::v1(
             Code::NotFound,
@@ -298,7 +305,7 @@ pub async fn jssdk_signature(
             )
         })?;
     let url = jssdk::page_url(&raw_url).map_err(|m| ApiError::v1(Code::BadRequest, m))?;
-    permit_app(&caller, ROUTE_JSSDK, &app).map_err(denied)?;
+    permit_app(&state.refusals, &caller, ROUTE_JSSDK, &app).map_err(denied)?;
     let preset = state.presets.get(app.as_str()).ok_or_else(|| {
         ApiError::v1(
             Code::NotFound,
@@ -354,7 +361,15 @@ fn ticket(
     name: &str,
     config_name: &str,
 ) -> Result<std::sync::Arc<Token>, ApiError> {
-    permit(caller, ROUTE_JSSDK, app, name, Action::Read).map_err(denied)?;
+    permit(
+        &state.refusals,
+        caller,
+        ROUTE_JSSDK,
+        app,
+        name,
+        Action::Read,
+    )
+    .map_err(denied)?;
     if state.refresher.credential(app, name).is_none() {
         return Err(ApiError::v1(
             Code::NotFound,
