@@ -125,7 +125,7 @@ pub use caller::report_suppressed;
 
 /// 404 for unknown paths, in the style of the route family the path belongs to.
 async fn not_found(uri: Uri) -> Response {
-    if uri.path() == "/v1" || uri.path().starts_with("/v1/") {
+    if error::is_v1_path(uri.path()) {
         v1::not_found().into_response()
     } else {
         error::ApiError::not_found().into_response()
