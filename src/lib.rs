@@ -15,6 +15,8 @@
 //! - [`auth`]: the request secret and client keys, scopes and networks.
 //! - [`http`]: the router, the seed routes, the JSON API `/v1`, health and status page,
 //!   `/metrics`.
+//! - [`server`]: the accept loop under the router, with the inbound limits (timeouts,
+//!   body limit, connection bound, panic guard, shutdown deadline).
 //! - [`jssdk`]: JS-SDK signatures.
 //! - [`metrics`]: every metric name and label, and the Prometheus rendering.
 //! - [`healthcheck`]: the `healthcheck` command for container healthchecks.
@@ -34,6 +36,7 @@ pub mod jssdk;
 pub mod log_limit;
 pub mod metrics;
 pub mod refresh;
+pub mod server;
 pub mod shutdown;
 pub mod simulator;
 pub mod store;

@@ -12,6 +12,7 @@ mod cluster;
 mod cluster_processes;
 mod force_refresh;
 mod health;
+mod inbound_limits;
 mod jssdk;
 mod legacy_api;
 mod metrics;
