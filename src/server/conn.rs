@@ -48,6 +48,10 @@ pub(super) async fn serve(
     force: &CancellationToken,
 ) {
     let Accepted { stream, peer } = accepted;
+    // Tokens of this connection's own: a pending `cancelled()` takes its token's lock
+    // each time the task wakes, and the shared tokens' locks would be contended by
+    // every connection on every request.
+    let (shutdown, force) = (shutdown.child_token(), force.child_token());
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         stream,
@@ -78,6 +82,7 @@ pub(super) async fn serve(
                 }
                 Check::At(at) => timer.as_mut().reset(at),
             },
+            // One of the two is polled at a time: `force` comes after `shutdown`.
             () = shutdown.cancelled(), if !draining => {
                 // A connection with nothing under way closes now (hyper's graceful
                 // shutdown would wait for the first request of a new connection, or the
@@ -89,7 +94,7 @@ pub(super) async fn serve(
                 draining = true;
                 connection.as_mut().graceful_shutdown();
             }
-            () = force.cancelled() => {
+            () = force.cancelled(), if draining => {
                 tracing::debug!(%peer, "closing connection: server.shutdown_timeout passed");
                 return;
             }
