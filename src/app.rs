@@ -110,7 +110,8 @@ impl App {
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
         server::serve(self.listener, self.router, self.limits, shutdown).await;
         // Refreshes under way finish (and are stored) before we return: a token WeChat
-        // issued must not be lost. They are bounded by refresh.upstream_timeout.
+        // issued must not be lost, so server.shutdown_timeout does not cut them off
+        // (their WeChat calls are bounded by refresh.upstream_timeout).
         tasks.cancel();
         tracker.wait().await;
         self.refresher.drain().await;
