@@ -12,8 +12,10 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::config::{Backend, Config, StoreConfig};
 use crate::http::{self, AppState};
+use crate::log_limit::LOG_INTERVAL;
 use crate::metrics::Metrics;
 use crate::refresh::Refresher;
+use crate::server::{self, Limits};
 use crate::store::{EmbeddedStore, Instrumented, MemoryStore, RedisStore, TokenStore};
 use crate::upstream::Upstream;
 
@@ -21,7 +23,10 @@ use crate::upstream::Upstream;
 pub struct App {
     listener: TcpListener,
     refresher: Arc<Refresher>,
+    /// Kept for the refusal log's summary lines (`state.refusals`).
+    state: AppState,
     router: axum::Router,
+    limits: Limits,
 }
 
 impl App {
@@ -60,8 +65,19 @@ impl App {
         Ok(Self {
             listener,
             refresher,
-            router: http::router(state),
+            router: http::router(state.clone()),
+            state,
+            limits: Limits::new(&config.server),
         })
+    }
+
+    /// Adds `routes` to the server's (e.g. a test's own), served within the same
+    /// inbound limits. A path the server already routes is a panic, as in
+    /// [`axum::Router::merge`].
+    #[must_use]
+    pub fn with_routes(mut self, routes: axum::Router) -> Self {
+        self.router = self.router.merge(routes);
+        self
     }
 
     /// The address the server listens on (useful with port 0).
@@ -78,30 +94,49 @@ impl App {
     }
 
     /// Serves HTTP and refreshes tokens until `shutdown` is cancelled; then stops
-    /// accepting, lets in-flight requests and refreshes finish, and returns.
+    /// accepting, lets in-flight requests finish for at most `server.shutdown_timeout`
+    /// (closing the connections still open then), lets refreshes under way finish, and
+    /// returns.
     ///
     /// # Errors
-    /// When the HTTP server fails.
+    /// When the listening socket has no address.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
         let tasks = CancellationToken::new();
         self.refresher.spawn(&tracker, &tasks);
+        spawn_refusal_summaries(self.state.clone(), &tracker, &tasks);
         tracker.close();
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
-        // With the peer's address, which client `networks` are checked against.
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        // Refreshes under way finish (and are stored) before we return.
+        server::serve(self.listener, self.router, self.limits, shutdown).await;
+        // Refreshes under way finish (and are stored) before we return: a token WeChat
+        // issued must not be lost, so server.shutdown_timeout does not cut them off
+        // (their WeChat calls are bounded by refresh.upstream_timeout).
         tasks.cancel();
         tracker.wait().await;
         self.refresher.drain().await;
         tracing::info!("stopped");
-        served.context("HTTP server failed")
+        Ok(())
     }
+}
+
+/// Writes the summary line of suppressed refusal log lines once per interval (see
+/// `http::caller`), and a last one on shutdown.
+fn spawn_refusal_summaries(state: AppState, tracker: &TaskTracker, cancel: &CancellationToken) {
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + LOG_INTERVAL, LOG_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => http::report_suppressed(&state.refusals, LOG_INTERVAL),
+                () = cancel.cancelled() => {
+                    http::report_suppressed(&state.refusals, LOG_INTERVAL);
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Opens the configured store.

@@ -15,12 +15,14 @@
 //! - [`auth`]: the request secret and client keys, scopes and networks.
 //! - [`http`]: the router, the seed routes, the JSON API `/v1`, health and status page,
 //!   `/metrics`.
+//! - [`server`]: the accept loop under the router, with the inbound limits (timeouts,
+//!   body limit, connection bound, panic guard, shutdown deadline).
 //! - [`jssdk`]: JS-SDK signatures.
 //! - [`metrics`]: every metric name and label, and the Prometheus rendering.
 //! - [`healthcheck`]: the `healthcheck` command for container healthchecks.
 //! - [`app`]: wiring of all the above; [`demo`]: the one-command demo.
 //! - [`simulator`]: an offline WeChat token API with WeChat's rules and fault injection.
-//! - [`telemetry`], [`shutdown`]: logging and signals.
+//! - [`telemetry`], [`shutdown`], [`log_limit`]: logging, signals, rate-limited log lines.
 
 pub mod app;
 pub mod auth;
@@ -31,8 +33,10 @@ pub mod domain;
 pub mod healthcheck;
 pub mod http;
 pub mod jssdk;
+pub mod log_limit;
 pub mod metrics;
 pub mod refresh;
+pub mod server;
 pub mod shutdown;
 pub mod simulator;
 pub mod store;

@@ -12,6 +12,19 @@ pub fn render(config: &Config) -> String {
     let mut server = Table::new();
     server.insert("bind".into(), config.server.bind.to_string().into());
     server.insert("request_secret".into(), MASK.into());
+    server.insert(
+        "max_connections".into(),
+        i64::try_from(config.server.max_connections)
+            .unwrap_or(i64::MAX)
+            .into(),
+    );
+    for (key, value) in [
+        ("shutdown_timeout", config.server.shutdown_timeout),
+        ("header_read_timeout", config.server.header_read_timeout),
+        ("idle_timeout", config.server.idle_timeout),
+    ] {
+        server.insert(key.into(), value.as_secs_f64().into());
+    }
     root.insert("server".into(), server.into());
 
     let mut store = Table::new();

@@ -69,6 +69,18 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// The seed's `requestSecret`: may read and refresh every token.
     pub request_secret: Secret,
+    /// At most this many connections are open at once; past it, new connections wait
+    /// in the listen backlog until one closes (SPEC.md, "Inbound limits").
+    pub max_connections: usize,
+    /// How long a graceful shutdown waits for open requests and connections before it
+    /// closes them.
+    pub shutdown_timeout: Duration,
+    /// A connection that has not sent a whole request head this long after it opened,
+    /// or after the first byte of its next request, is closed (slowloris).
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no request under way and no new one started this
+    /// long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// `[store]`.
@@ -167,6 +179,7 @@ impl Config {
                 "must be set: it is the secret business servers present (secret= or Bearer); use \"${WTS_REQUEST_SECRET}\" to read it from the environment",
             ));
         }
+        let max_connections = max_connections(raw.server.max_connections)?;
         if raw.store.backend == Backend::Redis && raw.store.redis_url.is_none() {
             return Err(Error::invalid(
                 "store.redis_url",
@@ -223,6 +236,13 @@ impl Config {
             server: ServerConfig {
                 bind: raw.server.bind,
                 request_secret: Secret::new(request_secret),
+                max_connections,
+                shutdown_timeout: seconds("server.shutdown_timeout", raw.server.shutdown_timeout)?,
+                header_read_timeout: seconds(
+                    "server.header_read_timeout",
+                    raw.server.header_read_timeout,
+                )?,
+                idle_timeout: seconds("server.idle_timeout", raw.server.idle_timeout)?,
             },
             store: StoreConfig {
                 backend: raw.store.backend,
@@ -285,6 +305,19 @@ fn quota(raw: &raw::RawQuota) -> Result<QuotaConfig, Error> {
         daily_limit: raw.daily_limit,
         reserve: raw.reserve,
     })
+}
+
+fn max_connections(value: usize) -> Result<usize, Error> {
+    // The upper bound is the most a tokio semaphore can count, which holds them.
+    let most = tokio::sync::Semaphore::MAX_PERMITS;
+    if (1..=most).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Error::invalid(
+            "server.max_connections",
+            format!("must be between 1 and {most} (default 10000), got {value}"),
+        ))
+    }
 }
 
 /// Shortest `refresh.token_expire_time`: below a minute the server would refresh so

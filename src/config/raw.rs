@@ -9,6 +9,23 @@ use serde::Deserialize;
 /// Default listen address, the Python original's `bindIp`/`bindPort` defaults.
 pub const DEFAULT_BIND: &str = "0.0.0.0:12123";
 
+/// Default `server.max_connections` (SPEC.md, "Inbound limits"): far above what the
+/// business servers of one deployment keep open, far below the file descriptors a
+/// systemd service gets (`LimitNOFILE` 524288 on current systemd).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Default `server.shutdown_timeout` in seconds (SPEC.md): systemd's default
+/// `TimeoutStopSec` is 90 s, Kubernetes' grace period 30 s; requests get all of it.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: f64 = 30.0;
+
+/// Default `server.header_read_timeout` in seconds (SPEC.md): a client on any real
+/// network sends its request headers in well under a second; slowloris never does.
+pub const DEFAULT_HEADER_READ_TIMEOUT: f64 = 30.0;
+
+/// Default `server.idle_timeout` in seconds (SPEC.md): longer than the header timeout,
+/// so that pools which keep connections a little while (nginx `keepalive`) reuse them.
+pub const DEFAULT_IDLE_TIMEOUT: f64 = 60.0;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
@@ -29,6 +46,11 @@ pub struct RawConfig {
 pub struct RawServer {
     pub bind: SocketAddr,
     pub request_secret: Option<String>,
+    pub max_connections: usize,
+    /// Seconds, fractions allowed (as every duration of the file).
+    pub shutdown_timeout: f64,
+    pub header_read_timeout: f64,
+    pub idle_timeout: f64,
 }
 
 impl Default for RawServer {
@@ -38,6 +60,10 @@ impl Default for RawServer {
                 .parse()
                 .expect("DEFAULT_BIND is a valid socket address"),
             request_secret: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

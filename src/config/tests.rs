@@ -157,6 +157,9 @@ fn the_shipped_example_config_is_valid() {
     let text = include_str!("../../wechat-token-server.example.toml");
     let config = Config::parse(text, &env).unwrap();
     assert_eq!(config.server.bind.port(), 12123);
+    assert_eq!(config.server.max_connections, 10_000);
+    assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(config.server.idle_timeout, Duration::from_secs(60));
     assert_eq!(config.refresh.force_min_interval, Duration::from_secs(30));
     assert_eq!(config.apps[0].sources.len(), 2);
     assert_eq!(
@@ -170,6 +173,59 @@ fn the_shipped_example_config_is_valid() {
         config.refresh.needs_person_retry_delay,
         Duration::from_secs(300)
     );
+}
+
+#[test]
+fn inbound_limits_default_to_the_spec_and_are_validated() {
+    let server = Config::parse(SEED, &env).unwrap().server;
+    assert_eq!(server.max_connections, 10_000);
+    assert_eq!(server.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(server.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(server.idle_timeout, Duration::from_secs(60));
+
+    let with = |lines: &str| SEED.replace("[server]\n", &format!("[server]\n{lines}\n"));
+    let server = Config::parse(
+        &with("max_connections = 2\nshutdown_timeout = 0.5\nheader_read_timeout = 1\nidle_timeout = 2.5"),
+        &env,
+    )
+    .unwrap()
+    .server;
+    assert_eq!(server.max_connections, 2);
+    assert_eq!(server.shutdown_timeout, Duration::from_millis(500));
+    assert_eq!(server.header_read_timeout, Duration::from_secs(1));
+    assert_eq!(server.idle_timeout, Duration::from_millis(2500));
+
+    for (line, key) in [
+        ("max_connections = 0", "server.max_connections"),
+        ("max_connections = -5", "server.max_connections"),
+        ("shutdown_timeout = 0", "server.shutdown_timeout"),
+        ("shutdown_timeout = -1", "server.shutdown_timeout"),
+        ("header_read_timeout = 0", "server.header_read_timeout"),
+        ("idle_timeout = \"60\"", "server.idle_timeout"),
+    ] {
+        let e = err(&with(line));
+        assert!(e.contains(key), "{line}: {e}");
+    }
+}
+
+#[test]
+fn masked_output_shows_the_inbound_limits() {
+    let shown = Config::parse(
+        &SEED.replace("[server]\n", "[server]\nmax_connections = 7\n"),
+        &env,
+    )
+    .unwrap()
+    .to_masked_toml();
+    let table: toml::Table = shown.parse().unwrap();
+    let server = &table["server"];
+    assert_eq!(server["max_connections"].as_integer(), Some(7), "{shown}");
+    assert_eq!(server["shutdown_timeout"].as_float(), Some(30.0), "{shown}");
+    assert_eq!(
+        server["header_read_timeout"].as_float(),
+        Some(30.0),
+        "{shown}"
+    );
+    assert_eq!(server["idle_timeout"].as_float(), Some(60.0), "{shown}");
 }
 
 #[test]

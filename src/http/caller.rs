@@ -1,14 +1,19 @@
 //! Who is calling, from where, and whether they may: shared by the seed routes and
 //! `/v1`, which differ only in how a refusal is rendered. Every refusal is logged here,
-//! once, with the client's name, the route and the reason, never the key.
+//! once, with the client's name, the route and the reason, never the key; at most a few
+//! lines per interval (a [`LogLimiter`]), the rest counted in one summary line per
+//! interval (see `App::run`), so that a client retrying with a wrong key cannot flood
+//! the log.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
 use crate::auth::{Action, Auth, Caller, Refusal};
+use crate::log_limit::LogLimiter;
 
 /// The TCP peer's address, from `ConnectInfo` (set by `App::run`). `None` when the
 /// router is driven without a socket (e.g. `tower::ServiceExt::oneshot` in tests):
@@ -49,26 +54,32 @@ pub enum Denied {
 }
 
 /// Recognises the caller from the secret it presented and checks its network.
+/// Refusals are logged through `log`.
 ///
 /// # Errors
 /// [`Denied`], already logged.
 pub fn identify(
     auth: &Auth,
+    log: &LogLimiter,
     route: &'static str,
     presented: Option<&str>,
     peer: Peer,
 ) -> Result<Caller, Denied> {
     let Some(caller) = presented.and_then(|secret| auth.authenticate(secret)) else {
-        let reason = if presented.is_some() {
-            "unknown key"
-        } else {
-            "no key"
-        };
-        tracing::warn!(route, peer = %peer, reason, "request refused");
+        if log.admit(Instant::now()) {
+            let reason = if presented.is_some() {
+                "unknown key"
+            } else {
+                "no key"
+            };
+            tracing::warn!(route, peer = %peer, reason, "request refused");
+        }
         return Err(Denied::Unauthenticated);
     };
     caller.check_network(peer.0).map_err(|refusal| {
-        tracing::warn!(route, client = caller.name(), peer = %peer, reason = %refusal, "request refused");
+        if log.admit(Instant::now()) {
+            tracing::warn!(route, client = caller.name(), peer = %peer, reason = %refusal, "request refused");
+        }
         Denied::Refused(refusal)
     })?;
     Ok(caller)
@@ -79,6 +90,7 @@ pub fn identify(
 /// # Errors
 /// [`Denied::Refused`], already logged.
 pub fn permit(
+    log: &LogLimiter,
     caller: &Caller,
     route: &'static str,
     app: &str,
@@ -86,7 +98,9 @@ pub fn permit(
     action: Action,
 ) -> Result<(), Denied> {
     caller.check(app, name, action).map_err(|refusal| {
-        tracing::warn!(route, client = caller.name(), app, token = name, reason = %refusal, "request refused");
+        if log.admit(Instant::now()) {
+            tracing::warn!(route, client = caller.name(), app, token = name, reason = %refusal, "request refused");
+        }
         Denied::Refused(refusal)
     })
 }
@@ -95,11 +109,66 @@ pub fn permit(
 ///
 /// # Errors
 /// [`Denied::Refused`], already logged.
-pub fn permit_app(caller: &Caller, route: &'static str, app: &str) -> Result<(), Denied> {
+pub fn permit_app(
+    log: &LogLimiter,
+    caller: &Caller,
+    route: &'static str,
+    app: &str,
+) -> Result<(), Denied> {
     if caller.may_use_app(app) {
         Ok(())
     } else {
-        tracing::warn!(route, client = caller.name(), app, reason = %Refusal::App, "request refused");
+        if log.admit(Instant::now()) {
+            tracing::warn!(route, client = caller.name(), app, reason = %Refusal::App, "request refused");
+        }
         Err(Denied::Refused(Refusal::App))
+    }
+}
+
+/// Writes the summary of the refusals `log` kept out of the log since the last call,
+/// if there were any: the one line per interval that stands for them.
+pub fn report_suppressed(log: &LogLimiter, interval: std::time::Duration) {
+    let suppressed = log.take_suppressed();
+    if suppressed > 0 {
+        tracing::warn!(
+            suppressed,
+            "{suppressed} more requests refused in the last {} s (not logged one by one)",
+            interval.as_secs()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{ClientConfig, Scope, sha256};
+    use crate::domain::Secret;
+
+    #[test]
+    fn every_kind_of_refusal_is_logged_through_the_limiter() {
+        let shop_only = ClientConfig {
+            name: "shop-web".into(),
+            key_sha256: sha256("shop-key"),
+            apps: Scope::Only(vec!["shop".into()]),
+            tokens: Scope::Only(vec!["access_token".into()]),
+            refresh: false,
+            networks: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+        };
+        let auth = Auth::new(Secret::new("secret")).with_clients([shop_only]);
+        let log = LogLimiter::new(2, Duration::from_secs(3600));
+        let inside = Peer(Some("10.1.2.3".parse().unwrap()));
+        let outside = Peer(Some("192.0.2.1".parse().unwrap()));
+        for _ in 0..10 {
+            assert!(identify(&auth, &log, "/r", Some("wrong"), inside).is_err());
+            assert!(identify(&auth, &log, "/r", None, inside).is_err());
+            assert!(identify(&auth, &log, "/r", Some("shop-key"), outside).is_err());
+            let caller = identify(&auth, &log, "/r", Some("shop-key"), inside).unwrap();
+            assert!(permit(&log, &caller, "/r", "office", "access_token", Action::Read).is_err());
+            assert!(permit_app(&log, &caller, "/r", "office").is_err());
+        }
+        // 50 refusals: 2 lines, 48 counted for the summary line.
+        assert_eq!(log.take_suppressed(), 48);
     }
 }

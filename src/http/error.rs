@@ -101,6 +101,10 @@ pub enum Code {
     UpstreamError,
     /// 503: configured, but no token with life left is held yet.
     NotReady,
+    /// 413: the request body is over the limit (SPEC.md, "Inbound limits").
+    PayloadTooLarge,
+    /// 500: the server failed (a handler panicked); the details are in its log.
+    Internal,
 }
 
 impl Code {
@@ -113,6 +117,8 @@ impl Code {
             Code::RateLimited => "rate_limited",
             Code::UpstreamError => "upstream_error",
             Code::NotReady => "not_ready",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::Internal => "internal_error",
         }
     }
 
@@ -125,6 +131,8 @@ impl Code {
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::UpstreamError => StatusCode::BAD_GATEWAY,
             Code::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -198,6 +206,36 @@ impl ApiError {
                 e.errmsg = Some(error.to_string());
                 e
             }
+        }
+    }
+}
+
+/// Whether `path` belongs to the `/v1` family, whose errors carry the codes of [`Code`];
+/// every other path answers in the seed's style.
+pub fn is_v1_path(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+impl ApiError {
+    /// 413 for a body over `limit` bytes, in the style of the route family (`v1`: see
+    /// [`is_v1_path`]).
+    pub fn payload_too_large(v1: bool, limit: usize) -> Self {
+        let message = format!("request body over {limit} bytes");
+        if v1 {
+            Self::v1(Code::PayloadTooLarge, message)
+        } else {
+            Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload too large").with_message(message)
+        }
+    }
+
+    /// 500 after a handler panicked, in the style of the route family. The message
+    /// says nothing about the panic: that is for the log.
+    pub fn internal(v1: bool) -> Self {
+        let message = "the server failed on this request; it is logged";
+        if v1 {
+            Self::v1(Code::Internal, message)
+        } else {
+            Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").with_message(message)
         }
     }
 }

@@ -94,7 +94,7 @@ fn resolve<'a>(
     params: &Params,
 ) -> Result<&'a std::sync::Arc<Credential>, ApiError> {
     let secret = presented_secret(headers, params.secret.as_deref());
-    let caller = identify(&state.auth, route, secret, peer).map_err(denied)?;
+    let caller = identify(&state.auth, &state.refusals, route, secret, peer).map_err(denied)?;
     let app = match (&params.app, &state.default_app) {
         (Some(app), _) => app.as_ref(),
         (None, Some(default)) => default,
@@ -108,7 +108,7 @@ fn resolve<'a>(
     })?;
     let name = canonical_name(state, app, name);
     // Scope before existence, so that a client learns nothing outside its scope.
-    permit(&caller, route, app, name, action).map_err(denied)?;
+    permit(&state.refusals, &caller, route, app, name, action).map_err(denied)?;
     state
         .refresher
         .credential(app, name)

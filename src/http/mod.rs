@@ -27,6 +27,7 @@ use axum::routing::{MethodRouter, get, post};
 
 use crate::auth::Auth;
 use crate::config::{AppConfig, Preset};
+use crate::log_limit::LogLimiter;
 use crate::metrics::UNMATCHED_ROUTE;
 use crate::refresh::Refresher;
 
@@ -43,6 +44,9 @@ pub struct Shared {
     pub default_app: Option<Arc<str>>,
     /// What each preset app is on WeChat, for JS-SDK signatures and `/v1/status`.
     pub presets: HashMap<String, Preset>,
+    /// Keeps refused requests from flooding the log (see [`caller`]); `App::run` writes
+    /// its summary lines.
+    pub refusals: LogLimiter,
 }
 
 impl std::ops::Deref for AppState {
@@ -78,6 +82,7 @@ impl AppState {
             auth,
             default_app,
             presets,
+            refusals: LogLimiter::default(),
         }))
     }
 }
@@ -116,9 +121,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+pub use caller::report_suppressed;
+
 /// 404 for unknown paths, in the style of the route family the path belongs to.
 async fn not_found(uri: Uri) -> Response {
-    if uri.path() == "/v1" || uri.path().starts_with("/v1/") {
+    if error::is_v1_path(uri.path()) {
         v1::not_found().into_response()
     } else {
         error::ApiError::not_found().into_response()

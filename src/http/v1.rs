@@ -7,9 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -52,7 +52,14 @@ fn caller(
     headers: &HeaderMap,
     peer: Peer,
 ) -> Result<Caller, ApiError> {
-    identify(&state.auth, route, presented_secret(headers, None), peer).map_err(denied)
+    identify(
+        &state.auth,
+        &state.refusals,
+        route,
+        presented_secret(headers, None),
+        peer,
+    )
+    .map_err(denied)
 }
 
 fn path_pair(
@@ -71,7 +78,7 @@ fn credential<'a>(
     action: Action,
 ) -> Result<&'a std::sync::Arc<Credential>, ApiError> {
     // Scope before existence, so that a client learns nothing outside its scope.
-    permit(caller, route, app, name, action).map_err(denied)?;
+    permit(&state.refusals, caller, route, app, name, action).map_err(denied)?;
     state.refresher.credential(app, name).ok_or_else(|| {
         ApiError::v1(
             Code::NotFound,
@@ -161,8 +168,17 @@ pub async fn refresh(
     peer: Peer,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // Over the server's body limit (a chunked body; a declared one never gets here)
+    // or cut off: in the `/v1` style rather than axum's plain text.
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::v1(Code::PayloadTooLarge, e.body_text())
+        } else {
+            ApiError::v1(Code::BadRequest, e.body_text())
+        }
+    })?;
     let caller = caller(&state, ROUTE_REFRESH, &headers, peer)?;
     let (app, name) = path_pair(path)?;
     let cred = credential(
@@ -298,7 +314,7 @@ pub async fn jssdk_signature(
             )
         })?;
     let url = jssdk::page_url(&raw_url).map_err(|m| ApiError::v1(Code::BadRequest, m))?;
-    permit_app(&caller, ROUTE_JSSDK, &app).map_err(denied)?;
+    permit_app(&state.refusals, &caller, ROUTE_JSSDK, &app).map_err(denied)?;
     let preset = state.presets.get(app.as_str()).ok_or_else(|| {
         ApiError::v1(
             Code::NotFound,
@@ -354,7 +370,15 @@ fn ticket(
     name: &str,
     config_name: &str,
 ) -> Result<std::sync::Arc<Token>, ApiError> {
-    permit(caller, ROUTE_JSSDK, app, name, Action::Read).map_err(denied)?;
+    permit(
+        &state.refusals,
+        caller,
+        ROUTE_JSSDK,
+        app,
+        name,
+        Action::Read,
+    )
+    .map_err(denied)?;
     if state.refresher.credential(app, name).is_none() {
         return Err(ApiError::v1(
             Code::NotFound,

@@ -291,6 +291,11 @@ impl TestApp {
 
     /// Like `spawn_with`, without waiting for readiness.
     pub async fn start(sim: TestSim, text: &str) -> Self {
+        Self::start_with_routes(sim, text, axum::Router::new()).await
+    }
+
+    /// Like [`start`](Self::start), with the test's own `routes` added to the server's.
+    pub async fn start_with_routes(sim: TestSim, text: &str, routes: axum::Router) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter("wechat_token_server=debug")
@@ -300,7 +305,10 @@ impl TestApp {
         let text = text.replace(SIM_PLACEHOLDER, &sim.addr.to_string());
         let config = Config::parse(&text, &|_| None).expect("test config is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app = App::build(config, listener).await.unwrap();
+        let app = App::build(config, listener)
+            .await
+            .unwrap()
+            .with_routes(routes);
         let base = format!("http://{}", app.local_addr().unwrap());
         let refresher = app.refresher();
         let shutdown = CancellationToken::new();
@@ -376,11 +384,20 @@ impl TestApp {
 
     /// Stops the server gracefully and waits for it.
     pub async fn stop(self) {
+        self.begin_stop();
+        self.stopped_within(Duration::from_secs(10)).await;
+    }
+
+    /// Starts a graceful shutdown, as SIGTERM does.
+    pub fn begin_stop(&self) {
         self.shutdown.cancel();
-        let task = self.task;
-        tokio::time::timeout(Duration::from_secs(10), task)
+    }
+
+    /// Waits for the server to stop, which must take less than `limit`.
+    pub async fn stopped_within(self, limit: Duration) {
+        tokio::time::timeout(limit, self.task)
             .await
-            .expect("server stops within 10 s")
+            .unwrap_or_else(|_| panic!("server stops within {limit:?}"))
             .unwrap()
             .unwrap();
     }

@@ -13,6 +13,7 @@ mod cluster_processes;
 mod faults;
 mod force_refresh;
 mod health;
+mod inbound_limits;
 mod jssdk;
 mod legacy_api;
 mod metrics;

@@ -251,6 +251,14 @@ networks = ["10.0.0.0/8"]
         case(
             post.clone(),
             REFRESH,
+            413,
+            "/v1/tokens/shop/access_token/refresh",
+            Some(SECRET),
+            Some(json!({"stale": "x".repeat(70_000)})),
+        ),
+        case(
+            post.clone(),
+            REFRESH,
             429,
             "/v1/tokens/office/access_token/refresh",
             Some(SECRET),
