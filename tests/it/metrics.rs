@@ -257,9 +257,16 @@ async fn store_operations_and_errors_are_counted() {
         &seed_config(SIM_PLACEHOLDER.parse().unwrap(), &store, ""),
     )
     .await;
-    let scrape = Scrape::of(&app).await;
     let save = [("backend", "embedded"), ("op", "save")];
-    assert!(scrape.value("wts_store_operations_total", &save) >= 2.0);
+    // A token is served as soon as it arrives, and stored right after.
+    wait_until("both tokens are stored", Duration::from_secs(5), || async {
+        Scrape::of(&app)
+            .await
+            .value("wts_store_operations_total", &save)
+            >= 2.0
+    })
+    .await;
+    let scrape = Scrape::of(&app).await;
     assert_eq!(scrape.value("wts_store_errors_total", &save), 0.0);
 
     // The tokens folder turns into a file: every write fails.
