@@ -463,3 +463,64 @@ async fn a_call_wechat_refused_clears_its_pending_mark_and_one_of_unknown_outcom
     let left = body["expires_in"].as_u64().unwrap();
     assert!(left <= 300, "served only for the grace: {body}");
 }
+
+#[tokio::test]
+async fn after_a_redis_outage_with_lease_less_refreshes_every_instance_converges_on_the_newest_token()
+ {
+    // 20 s tokens, refreshed 4 s before their end, which is within the 10 s grace: with
+    // Redis down both instances refresh without the lease, each getting its own token.
+    let mut redis = RedisServer::start().await;
+    let sim = TestSim::with_lifetime(20, 10).await;
+    let store = format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url());
+    let text = config_with(
+        &store,
+        "upstream_grace = 10\nmin_retry_delay = 0.2\nmax_retry_delay = 1",
+        &access_token_source(SIM_PLACEHOLDER.parse().unwrap()),
+    );
+    let a = TestApp::spawn_with(sim.clone(), &text).await;
+    let b = TestApp::spawn_with(sim.clone(), &text).await;
+    let first = a.token("access_token").await;
+    wait_until("both serve one token", Duration::from_secs(5), || async {
+        b.token("access_token").await == first
+    })
+    .await;
+
+    redis.kill();
+    wait_until(
+        "both refreshed without the lease",
+        Duration::from_secs(25),
+        || async {
+            let (ta, tb) = (a.token("access_token").await, b.token("access_token").await);
+            ta != first && tb != first && ta != tb
+        },
+    )
+    .await;
+    redis.restart_empty().await;
+    let back = Instant::now();
+    wait_until(
+        "every instance serves one token",
+        Duration::from_secs(8),
+        || async { a.token("access_token").await == b.token("access_token").await },
+    )
+    .await;
+    assert!(
+        back.elapsed() < Duration::from_secs(6),
+        "converged in {:?}",
+        back.elapsed()
+    );
+    // The one they agree on is WeChat's newest: every token served stays valid past
+    // the grace of the older ones.
+    let (watched_a, watched_b) = tokio::join!(
+        watch_tokens(&a.client, &a.base, &sim, Duration::from_secs(11)),
+        watch_tokens(&b.client, &b.base, &sim, Duration::from_secs(11)),
+    );
+    for watched in [watched_a, watched_b] {
+        assert!(
+            watched.served > 20 && watched.invalid.is_empty() && watched.missing == 0,
+            "{} served, {} invalid, {} missing",
+            watched.served,
+            watched.invalid.len(),
+            watched.missing
+        );
+    }
+}
