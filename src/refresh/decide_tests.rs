@@ -536,3 +536,84 @@ fn backoff_doubles_up_to_the_maximum() {
     assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
     assert_eq!(backoff(u32::MAX, min, max), max);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_report_is_wechats_own_verdict_and_needs_no_probe() {
+    let now = SystemTime::now();
+    let (s, t) = (settings(), token(now, 600, 6000));
+    let dependency = Ask {
+        trigger: Trigger::Dependency,
+        stale: Some("CURRENT"),
+    };
+    // Under the lease: refreshed at once, in normal mode even for stable_token.
+    let mut f = facts(now, Some(&t), &s);
+    f.source = STABLE;
+    assert_eq!(
+        walk(
+            f.clone(),
+            &dependency,
+            LeaseFact::Held,
+            JournalFact::Written,
+            ProbeFact::Accepted
+        ),
+        Step::Call {
+            forced: false,
+            announced: true
+        }
+    );
+    // Without the lease it is not replaced from here (the cluster may hold its successor).
+    let f = facts(now, Some(&t), &s);
+    assert!(matches!(
+        walk(
+            f,
+            &dependency,
+            LeaseFact::Unavailable,
+            JournalFact::NotTried,
+            ProbeFact::Accepted
+        ),
+        Step::Answer(Answer::Deferred(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_the_quota_guard_would_refuse_is_answered_without_any_io() {
+    let now = SystemTime::now();
+    let (s, t) = (settings(), token(now, 600, 6000));
+    let mut f = facts(now, Some(&t), &s);
+    let refusal = Refusal::Exhausted {
+        endpoint: "/cgi-bin/token".into(),
+    };
+    f.quota_refused = Some(refusal.clone());
+    assert_eq!(
+        decide(&f, &reporting("CURRENT")),
+        Step::Answer(Answer::QuotaRefused(refusal))
+    );
+    // ... but a stale report is still answered with the current token first.
+    assert_eq!(
+        decide(&f, &reporting("OLD")),
+        Step::Answer(Answer::Serve(Decision::Stale))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conflict_makes_the_token_due_at_once() {
+    let now = SystemTime::now();
+    let (s, t) = (settings(), token(now, 600, 6000));
+    let mut f = facts(now, Some(&t), &s);
+    f.conflict = true;
+    assert_eq!(next_due(&f, 1.0), Duration::ZERO);
+    assert_eq!(decide(&f, &SCHEDULED), Step::TakeLease);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_record_of_another_instance_is_not_adopted() {
+    let now = SystemTime::now();
+    let ms = unix_millis(now);
+    let mut dead = record("PEER", 9, now);
+    dead.expires_at_ms = ms - 1;
+    dead.refreshed_at_ms = ms - 7_200_000;
+    assert_eq!(
+        on_stored(None, false, Some(&dead), now, ms),
+        StoredAction::Ignore
+    );
+}
