@@ -138,8 +138,10 @@ impl State {
             Endpoint::Token => self.token(req),
             Endpoint::StableToken => self.stable_token(req),
             Endpoint::GetTicket => self.getticket(req),
+            // WeCom serves the same path for its own tokens.
             Endpoint::CallbackIp => {
-                let owner = self.valid_token(req, &[Kind::Token, Kind::StableToken])?;
+                let owner =
+                    self.valid_token(req, &[Kind::Token, Kind::StableToken, Kind::CorpToken])?;
                 self.spend(&owner, endpoint)?;
                 Ok(json!({"ip_list": CALLBACK_IPS}))
             }
