@@ -52,6 +52,9 @@ pub struct Credential {
     pub(super) inbox: Mutex<Option<mpsc::Receiver<Msg>>>,
     /// Highest version seen, so versions keep increasing across restarts.
     version_floor: AtomicU64,
+    /// The version this instance last saw in the store (0: none): saves are a
+    /// compare-and-set on it (`TokenStore::save_over`).
+    stored_version: AtomicU64,
     /// The version of the token being served, for a flight that waits for another
     /// instance's refresh.
     installed: watch::Sender<u64>,
@@ -76,6 +79,7 @@ impl Credential {
             mailbox,
             inbox: Mutex::new(Some(inbox)),
             version_floor: AtomicU64::new(0),
+            stored_version: AtomicU64::new(0),
             installed: watch::Sender::new(0),
             restored_pending: Mutex::new(None),
             unsaved: AtomicBool::new(false),
@@ -133,6 +137,17 @@ impl Credential {
 
     pub(super) fn bump_version_floor(&self, version: u64) {
         self.version_floor.fetch_max(version, Ordering::SeqCst);
+    }
+
+    /// The version last seen in the store.
+    pub(super) fn stored_version(&self) -> u64 {
+        self.stored_version.load(Ordering::SeqCst)
+    }
+
+    /// The store was seen holding `version` (0: nothing): by a read or a save.
+    pub(super) fn saw_stored(&self, version: u64) {
+        self.stored_version.store(version, Ordering::SeqCst);
+        self.bump_version_floor(version);
     }
 
     /// A snapshot of the status.

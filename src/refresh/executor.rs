@@ -192,42 +192,7 @@ pub(super) async fn fly(
                         guard = held;
                         progress.lease = LeaseFact::Held;
                         if let Some(stored) = stored {
-                            cred.bump_version_floor(stored.version);
-                            if stored.is_sane(unix_millis(now))
-                                && stored.expires_at_ms > unix_millis(now)
-                            {
-                                let newer =
-                                    cred.current().is_none_or(|t| stored.version > t.version);
-                                let resolved = state.conflict.is_none_or(|baseline| {
-                                    stored.version > baseline && stored.announced
-                                });
-                                if newer && resolved {
-                                    let grace = refresher.settings.upstream_grace;
-                                    cred.install(Token::from_stored(
-                                        &stored,
-                                        Trigger::Peer,
-                                        now,
-                                        grace,
-                                    ));
-                                    state.conflict = None;
-                                    state.unconfirmed = None;
-                                    report.saved = true;
-                                } else if let Some(mark) = stored.pending_since_ms
-                                    && let Some(current) = cred.current()
-                                    && current.version == stored.version
-                                {
-                                    // The previous holder's call is unaccounted for.
-                                    let grace = refresher.settings.upstream_grace;
-                                    cred.rebound(
-                                        current
-                                            .trusted_at_most_until(trust_bound(mark, grace, now)),
-                                    );
-                                    state.unconfirmed.get_or_insert(Unconfirmed {
-                                        since: crate::domain::from_unix_millis(mark),
-                                        announced: true,
-                                    });
-                                }
-                            }
+                            under_lease(&refresher, &cred, &mut state, &mut report, stored, now);
                         }
                     }
                     Acquired::Updated => {} // decide again with the token that arrived
@@ -299,6 +264,44 @@ pub(super) async fn fly(
     drop(guard);
     report.state = state;
     report
+}
+
+/// Takes in what the store holds once the lease is ours: a token the previous holder
+/// stored (newer than ours, and, during a conflict, announced after it began), or its
+/// pending mark (its call is unaccounted for).
+fn under_lease(
+    refresher: &Refresher,
+    cred: &Credential,
+    state: &mut FlightState,
+    report: &mut Report,
+    stored: Option<crate::store::StoredToken>,
+    now: SystemTime,
+) {
+    let now_ms = unix_millis(now);
+    cred.saw_stored(stored.as_ref().map_or(0, |s| s.version));
+    let Some(stored) = stored.filter(|s| s.is_sane(now_ms) && s.expires_at_ms > now_ms) else {
+        return;
+    };
+    let grace = refresher.settings.upstream_grace;
+    let newer = cred.current().is_none_or(|t| stored.version > t.version);
+    let resolved = state
+        .conflict
+        .is_none_or(|baseline| stored.version > baseline && stored.announced);
+    if newer && resolved {
+        cred.install(Token::from_stored(&stored, Trigger::Peer, now, grace));
+        state.conflict = None;
+        state.unconfirmed = None;
+        report.saved = true;
+    } else if let Some(mark) = stored.pending_since_ms
+        && let Some(current) = cred.current()
+        && current.version == stored.version
+    {
+        cred.rebound(current.trusted_at_most_until(trust_bound(mark, grace, now)));
+        state.unconfirmed.get_or_insert(Unconfirmed {
+            since: crate::domain::from_unix_millis(mark),
+            announced: true,
+        });
+    }
 }
 
 /// Asks WeChat whether it accepts `token`.
@@ -385,21 +388,32 @@ async fn call(
             state.last_failure = None;
             state.accepted = None;
             cred.record_success(now);
-            match refresher.store.save(&token.to_stored(&cred.key)).await {
-                Ok(SaveOutcome::Saved) => report.saved = true,
+            let saved = refresher
+                .store
+                .save_over(&token.to_stored(&cred.key), cred.stored_version())
+                .await;
+            match saved {
+                Ok(SaveOutcome::Saved) => {
+                    cred.saw_stored(token.version);
+                    report.saved = true;
+                }
                 Ok(SaveOutcome::Outdated) => match refresher.store.load(&cred.key).await {
-                    Ok(Some(stored)) if stored.value == token.value => report.saved = true,
+                    Ok(Some(stored)) if stored.value == token.value => {
+                        cred.saw_stored(stored.version);
+                        report.saved = true;
+                    }
                     Ok(Some(stored)) => {
+                        cred.saw_stored(stored.version);
                         // Another instance stored a different token of this version or
                         // newer: which WeChat issued last is unknown.
                         tracing::warn!(key = %cred.key, version = stored.version,
                             "another instance stored a different token meanwhile: fetching one more so that every instance serves the newest");
-                        cred.bump_version_floor(stored.version);
                         state.conflict = Some(stored.version);
                         report.save_error =
                             Some("another instance stored a different token".into());
                     }
                     Ok(None) => {
+                        cred.saw_stored(0);
                         report.save_error =
                             Some("the store refused the token and holds none".into())
                     }

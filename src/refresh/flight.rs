@@ -122,12 +122,12 @@ struct Waiter {
 /// What runs besides the task.
 enum Running {
     Fetch(JoinHandle<Report>),
-    Save(JoinHandle<Result<SaveOutcome, crate::store::Error>>),
+    Save(JoinHandle<(u64, Result<SaveOutcome, crate::store::Error>)>),
 }
 
 enum Done {
     Fetch(Result<Report, tokio::task::JoinError>),
-    Save(Result<Result<SaveOutcome, crate::store::Error>, tokio::task::JoinError>),
+    Save(Result<(u64, Result<SaveOutcome, crate::store::Error>), tokio::task::JoinError>),
 }
 
 async fn join(running: &mut Option<Running>) -> Done {
@@ -254,8 +254,10 @@ impl FlightTask {
             self.idle_wake = false;
             let store = self.refresher.store.clone();
             let record = token.to_stored(&self.cred.key);
+            let expected = self.cred.stored_version();
             self.running = Some(Running::Save(tokio::spawn(async move {
-                store.save(&record).await
+                let outcome = store.save_over(&record, expected).await;
+                (record.version, outcome)
             })));
             return;
         }
@@ -434,9 +436,9 @@ impl FlightTask {
                 return;
             }
             Done::Save(result) => {
-                let result =
-                    result.unwrap_or_else(|e| Err(crate::store::Error::Task(e.to_string())));
-                self.saved(result).await;
+                let (version, result) =
+                    result.unwrap_or_else(|e| (0, Err(crate::store::Error::Task(e.to_string()))));
+                self.saved(version, result).await;
             }
         }
         // Every request that waited is decided again with what the flight left: most
@@ -498,9 +500,12 @@ impl FlightTask {
         self.cred.record_unsaved(None);
     }
 
-    async fn saved(&mut self, result: Result<SaveOutcome, crate::store::Error>) {
+    async fn saved(&mut self, version: u64, result: Result<SaveOutcome, crate::store::Error>) {
         match result {
-            Ok(SaveOutcome::Saved) => self.mark_saved(),
+            Ok(SaveOutcome::Saved) => {
+                self.cred.saw_stored(version);
+                self.mark_saved();
+            }
             Ok(SaveOutcome::Outdated) => {
                 // Someone stored a token of this version or newer meanwhile.
                 match self.refresher.store.load(&self.cred.key).await {
@@ -516,11 +521,9 @@ impl FlightTask {
     async fn on_stored(&mut self, stored: Option<&StoredToken>) {
         let now = self.now();
         let now_ms = unix_millis(now);
-        if let Some(stored) = stored {
-            self.cred.bump_version_floor(stored.version);
-            if !stored.is_sane(now_ms) {
-                tracing::warn!(key = %self.cred.key, "ignoring a stored token that may not be served (bad value, lifetime over 7 days or refreshed in the future)");
-            }
+        self.cred.saw_stored(stored.map_or(0, |s| s.version));
+        if stored.is_some_and(|s| !s.is_sane(now_ms)) {
+            tracing::warn!(key = %self.cred.key, "ignoring a stored token that may not be served (bad value, lifetime over 7 days or refreshed in the future)");
         }
         let ours = self.cred.current();
         let action =

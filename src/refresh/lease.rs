@@ -41,10 +41,10 @@ const LEASE_POLL: Duration = Duration::from_millis(100);
 pub(super) enum Acquired {
     /// We may call WeChat. `guard` holds the lease (`None`: a store of one instance
     /// needs none); `stored` is what the store holds now (the previous holder may
-    /// have stored a token we have not heard of).
+    /// have stored a token we have not heard of), `None` when it could not be read.
     Held {
         guard: Option<LeaseGuard>,
-        stored: Option<StoredToken>,
+        stored: Option<Option<StoredToken>>,
     },
     /// Another instance's token arrived while we waited: decide again.
     Updated,
@@ -156,7 +156,7 @@ pub(super) async fn acquire(
             Ok(true) => {
                 let guard = LeaseGuard::new(store.clone(), cred.key.clone(), holder.to_owned());
                 let stored = match store.load(&cred.key).await {
-                    Ok(stored) => stored,
+                    Ok(stored) => Some(stored),
                     Err(error) => {
                         tracing::warn!(key = %cred.key, %error, "cannot read the shared store under the lease");
                         None

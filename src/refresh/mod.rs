@@ -235,7 +235,7 @@ impl Refresher {
             let Some(cred) = self.credential(&stored.app, &stored.name) else {
                 continue; // a token of an app no longer configured
             };
-            cred.bump_version_floor(stored.version);
+            cred.saw_stored(stored.version);
             if !stored.is_sane(now_ms) {
                 tracing::warn!(key = %cred.key, "ignoring a stored token that may not be served (bad value, lifetime over 7 days or refreshed in the future)");
                 continue;

@@ -89,6 +89,36 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// A save: over any older version (`expected` None), or over exactly `expected`.
+    async fn store(
+        &self,
+        token: &StoredToken,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome, Error> {
+        let path = self.file_of(&token.app, &token.name);
+        let mut token = token.clone();
+        token.pending_since_ms = None;
+        let bytes = serde_json::to_vec(&token).expect("a StoredToken always serialises");
+        let (version, lock) = (token.version, self.token_lock.clone());
+        blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let current = read_token(&path)?.map_or(0, |stored| stored.version);
+            if current >= version || expected.is_some_and(|e| e != current) {
+                return Ok(SaveOutcome::Outdated);
+            }
+            write_atomically(&path, &bytes)?;
+            // Only once the new token is durable may the mark go: a crash in between
+            // leaves a mark on the new token, which only makes it refreshed early.
+            // Written even when there was none, so that the file exists (and can be
+            // overwritten in place) before the disk fills up.
+            write_mark(&mark_file_of(&path), None)?;
+            Ok(SaveOutcome::Saved)
+        })
+        .await
+    }
+}
+
 /// Takes the exclusive lock on `folder`'s lock file, without waiting.
 fn lock_folder(folder: &Path) -> Result<File, Error> {
     let path = folder.join(LOCK_FILE);
@@ -200,25 +230,11 @@ impl TokenStore for EmbeddedStore {
     }
 
     async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
-        let path = self.file_of(&token.app, &token.name);
-        let mut token = token.clone();
-        token.pending_since_ms = None;
-        let bytes = serde_json::to_vec(&token).expect("a StoredToken always serialises");
-        let (version, lock) = (token.version, self.token_lock.clone());
-        blocking(move || {
-            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-            if read_token(&path)?.is_some_and(|stored| stored.version >= version) {
-                return Ok(SaveOutcome::Outdated);
-            }
-            write_atomically(&path, &bytes)?;
-            // Only once the new token is durable may the mark go: a crash in between
-            // leaves a mark on the new token, which only makes it refreshed early.
-            // Written even when there was none, so that the file exists (and can be
-            // overwritten in place) before the disk fills up.
-            write_mark(&mark_file_of(&path), None)?;
-            Ok(SaveOutcome::Saved)
-        })
-        .await
+        self.store(token, None).await
+    }
+
+    async fn save_over(&self, token: &StoredToken, expected: u64) -> Result<SaveOutcome, Error> {
+        self.store(token, Some(expected)).await
     }
 
     async fn mark_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {

@@ -11,6 +11,7 @@ use crate::domain::CredentialKey;
 use crate::metrics::Metrics;
 
 /// The `op` label of each trait method that talks to the backend.
+/// (`save_over` counts as `save`: both are the save of a token.)
 const OPS: [&str; 11] = [
     "load_all",
     "load",
@@ -61,6 +62,11 @@ impl TokenStore for Instrumented {
 
     async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
         let result = self.inner.save(token).await;
+        self.count("save", result)
+    }
+
+    async fn save_over(&self, token: &StoredToken, expected: u64) -> Result<SaveOutcome, Error> {
+        let result = self.inner.save_over(token, expected).await;
         self.count("save", result)
     }
 

@@ -22,6 +22,23 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A save: over any older version (`expected` None), or over exactly `expected`.
+    fn store(&self, token: &StoredToken, expected: Option<u64>) -> Result<SaveOutcome, Error> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let current = tokens.get(&token.key()).map_or(0, |t| t.version);
+        if current >= token.version || expected.is_some_and(|e| e != current) {
+            return Ok(SaveOutcome::Outdated);
+        }
+        let mut token = token.clone();
+        token.pending_since_ms = None;
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&token.key());
+        tokens.insert(token.key(), token);
+        Ok(SaveOutcome::Saved)
+    }
 }
 
 fn with_pending(token: &StoredToken, pending: Option<&u64>) -> StoredToken {
@@ -53,21 +70,11 @@ impl TokenStore for MemoryStore {
     }
 
     async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        if tokens
-            .get(&token.key())
-            .is_some_and(|t| t.version >= token.version)
-        {
-            return Ok(SaveOutcome::Outdated);
-        }
-        let mut token = token.clone();
-        token.pending_since_ms = None;
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&token.key());
-        tokens.insert(token.key(), token);
-        Ok(SaveOutcome::Saved)
+        self.store(token, None)
+    }
+
+    async fn save_over(&self, token: &StoredToken, expected: u64) -> Result<SaveOutcome, Error> {
+        self.store(token, Some(expected))
     }
 
     async fn mark_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {

@@ -160,6 +160,14 @@ pub trait TokenStore: Send + Sync + 'static {
     /// `pending_since_ms` is ignored): the new token is the confirmed outcome.
     async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error>;
 
+    /// Stores `token` only if the store holds exactly version `expected` of that
+    /// credential (0: none) and `token` is newer: a compare-and-set on what the writer
+    /// last saw. The refresher saves this way, so that a token fetched while the store
+    /// was unreachable (whose version may have run ahead of the store's) can never
+    /// replace one another instance stored meanwhile, whatever their versions. Clears
+    /// the pending mark like [`save`](Self::save).
+    async fn save_over(&self, token: &StoredToken, expected: u64) -> Result<SaveOutcome, Error>;
+
     /// Records, durably, that a call which may replace `key`'s stored token is out
     /// since `since_ms`, unless an earlier mark is already set (the earliest counts).
     /// Written before the call, so that a crash while it is out leaves the mark:

@@ -40,9 +40,13 @@ const QUOTA_TTL_SECS: i64 = 2 * 24 * 3600;
 /// Longest wait between attempts to resubscribe to the update channel.
 const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(5);
 
+/// Saves a token unless a newer or equal version is stored, or (ARGV[9] >= 0) unless
+/// the stored version is exactly ARGV[9].
 const SAVE_SCRIPT: &str = r"
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if current >= tonumber(ARGV[1]) then return 0 end
+local expected = tonumber(ARGV[9])
+if expected >= 0 and current ~= expected then return 0 end
 redis.call('HSET', KEYS[1], 'value', ARGV[2], 'expires_at_ms', ARGV[3], 'refreshed_at_ms', ARGV[4], 'version', ARGV[1], 'announced', ARGV[8])
 redis.call('HDEL', KEYS[1], 'pending_since_ms')
 if tonumber(ARGV[5]) > 0 then
@@ -123,6 +127,38 @@ impl RedisStore {
             renew: Script::new(RENEW_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
             watching: AtomicBool::new(false),
+        })
+    }
+
+    /// A save: over any older version (`expected` None), or over exactly `expected`.
+    async fn store(
+        &self,
+        token: &StoredToken,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome, Error> {
+        let mut conn = self.conn.clone();
+        let key = token.key();
+        let now_ms = crate::domain::unix_millis(std::time::SystemTime::now());
+        let ttl_ms = token.expires_at_ms.saturating_sub(now_ms);
+        let saved: i64 = self
+            .save
+            .key(self.meta_key(&key))
+            .key(self.plain_key(&key))
+            .arg(token.version)
+            .arg(&token.value)
+            .arg(token.expires_at_ms)
+            .arg(token.refreshed_at_ms)
+            .arg(ttl_ms)
+            .arg(self.channel())
+            .arg(format!("{}:{}", key.app, key.name))
+            .arg(if token.announced { "1" } else { "0" })
+            .arg(expected.map_or(-1, |e| i64::try_from(e).unwrap_or(i64::MAX)))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(if saved == 1 {
+            SaveOutcome::Saved
+        } else {
+            SaveOutcome::Outdated
         })
     }
 
@@ -256,29 +292,11 @@ impl TokenStore for RedisStore {
     }
 
     async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
-        let mut conn = self.conn.clone();
-        let key = token.key();
-        let now_ms = crate::domain::unix_millis(std::time::SystemTime::now());
-        let ttl_ms = token.expires_at_ms.saturating_sub(now_ms);
-        let saved: i64 = self
-            .save
-            .key(self.meta_key(&key))
-            .key(self.plain_key(&key))
-            .arg(token.version)
-            .arg(&token.value)
-            .arg(token.expires_at_ms)
-            .arg(token.refreshed_at_ms)
-            .arg(ttl_ms)
-            .arg(self.channel())
-            .arg(format!("{}:{}", key.app, key.name))
-            .arg(if token.announced { "1" } else { "0" })
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(if saved == 1 {
-            SaveOutcome::Saved
-        } else {
-            SaveOutcome::Outdated
-        })
+        self.store(token, None).await
+    }
+
+    async fn save_over(&self, token: &StoredToken, expected: u64) -> Result<SaveOutcome, Error> {
+        self.store(token, Some(expected)).await
     }
 
     async fn mark_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {

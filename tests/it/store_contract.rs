@@ -74,6 +74,45 @@ async fn store_contract(store: &dyn TokenStore) {
     );
     store.ping().await.unwrap();
     pending_marks(store).await;
+    compare_and_set(store).await;
+}
+
+/// `save_over`: a save only over exactly the version the writer last saw, whatever
+/// the versions: a writer whose version ran ahead while the store was unreachable
+/// cannot replace what another stored meanwhile.
+async fn compare_and_set(store: &dyn TokenStore) {
+    let key = CredentialKey::new("cas", "access_token");
+    let fresh = token("cas", "access_token", "C1", 1);
+    assert_eq!(
+        store.save_over(&fresh, 5).await.unwrap(),
+        SaveOutcome::Outdated
+    );
+    assert_eq!(
+        store.save_over(&fresh, 0).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    // Another instance stores version 2 over 1.
+    let theirs = token("cas", "access_token", "THEIRS", 2);
+    assert_eq!(
+        store.save_over(&theirs, 1).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    // Ours ran ahead to version 9 while it could not reach the store, which it last saw
+    // at version 1: refused, although 9 > 2.
+    let ours = token("cas", "access_token", "OURS", 9);
+    assert_eq!(
+        store.save_over(&ours, 1).await.unwrap(),
+        SaveOutcome::Outdated
+    );
+    assert_eq!(store.load(&key).await.unwrap().unwrap().value, "THEIRS");
+    // Over what it now sees, it is stored; an equal or older version never is.
+    assert_eq!(store.save_over(&ours, 2).await.unwrap(), SaveOutcome::Saved);
+    let older = token("cas", "access_token", "OLDER", 3);
+    assert_eq!(
+        store.save_over(&older, 9).await.unwrap(),
+        SaveOutcome::Outdated
+    );
+    assert_eq!(store.load(&key).await.unwrap().unwrap().value, "OURS");
 }
 
 async fn pending_of(store: &dyn TokenStore, key: &CredentialKey) -> Option<u64> {
