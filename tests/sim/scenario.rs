@@ -70,6 +70,9 @@ pub struct Params {
     pub report_every: Duration,
     pub storm_every: Duration,
     pub storm_max: usize,
+    /// The store is shared (Redis: leases and the change feed); with one instance,
+    /// sometimes not (like the embedded store: no lease, no feed).
+    pub shared: bool,
 }
 
 /// One credential of the config: app name, token name, app index, kind.
@@ -328,6 +331,12 @@ impl Scenario {
             report_every: secs(scale(600.0, 10.0)),
             storm_every: secs(scale(1800.0, 45.0)),
             storm_max: rng.random_range(2..=40),
+            shared: true,
+        };
+        // Drawn last, so that the draws above stay as they were.
+        let p = Params {
+            shared: p.instances > 1 || rng.random_bool(0.5),
+            ..p
         };
         Self { seed, p }
     }

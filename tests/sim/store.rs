@@ -10,7 +10,8 @@
 //! would have delivered (the subscriber gets `Resynchronise` once it is reachable
 //! again). When slow, answers take up to 1.2 s. An operation that is applied and
 //! whose answer is then cut off fails although it took effect. Operations of a
-//! crashed instance fail and have no effect.
+//! crashed instance fail and have no effect. A scenario with one instance may make it
+//! unshared (`is_shared` false, no feed), like the embedded store.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -286,7 +287,7 @@ impl TokenStore for StoreHandle {
     }
 
     fn is_shared(&self) -> bool {
-        true
+        self.world.p.shared
     }
 
     async fn try_lease(
@@ -343,6 +344,9 @@ impl TokenStore for StoreHandle {
     }
 
     fn watch(&self) -> Option<mpsc::Receiver<StoreEvent>> {
+        if !self.world.p.shared {
+            return None;
+        }
         let (tx, rx) = mpsc::channel(1024);
         let _ = tx.try_send(StoreEvent::Resynchronise);
         lock(&self.world.store).subscribers.push(Subscriber {
