@@ -359,20 +359,24 @@ pub enum StoredAction {
     Conflict { baseline: u64 },
 }
 
-/// Newest issued wins. When the store holds `stored` and we hold `ours` (`unsaved`:
-/// not durably stored yet, e.g. fetched while the store was unreachable):
+/// Newest issued wins. When the store holds `stored` and we hold `ours`
+/// (`unsaved_base`: not durably stored yet, e.g. fetched while the store was
+/// unreachable, and the version the store held when it was fetched):
 /// - the same token: confirm it, and take its pending mark;
-/// - a newer version while ours is saved: adopt it (another instance refreshed);
-/// - a different token at the same or a newer version while ours is unsaved, or at
-///   the same version: a conflict, since either may be the one WeChat issued last.
-///   One announced fetch settles it (at most one extra call per conflict);
-/// - none, or an older one: write ours back (a store that lost data is refilled
+/// - ours unsaved, and the store has moved on since its base (another instance stored
+///   a different token meanwhile, whatever the versions): a conflict, since either may
+///   be the one WeChat issued last. One announced fetch settles it (at most one extra
+///   call per conflict);
+/// - ours unsaved and the store unchanged since its base (or behind it): write ours;
+/// - ours saved and a newer version stored: adopt it (another instance refreshed);
+///   the same version with another value: a conflict;
+/// - none stored, or an older one: write ours back (a store that lost data is refilled
 ///   without calling WeChat).
 ///
 /// Records that may not be served (`StoredToken::is_sane`) are ignored.
 pub fn on_stored(
     ours: Option<&Token>,
-    unsaved: bool,
+    unsaved_base: Option<u64>,
     stored: Option<&StoredToken>,
     now: SystemTime,
     now_ms: u64,
@@ -397,7 +401,7 @@ pub fn on_stored(
         };
     };
     if stored.value == token.value {
-        return if unsaved && stored.version >= token.version {
+        return if unsaved_base.is_some() && stored.version >= token.version {
             StoredAction::Confirm
         } else if stored.version == token.version {
             StoredAction::Rebound(stored.pending_since_ms)
@@ -405,22 +409,24 @@ pub fn on_stored(
             StoredAction::Ignore
         };
     }
-    if stored.version < token.version {
-        return if ours_live.is_some() {
-            StoredAction::WriteBack
+    if ours_live.is_none() {
+        return if stored_alive && stored.version > token.version {
+            StoredAction::Adopt
         } else {
             StoredAction::Ignore
         };
     }
-    if (unsaved || stored.version == token.version) && ours_live.is_some() {
-        return StoredAction::Conflict {
+    match unsaved_base {
+        Some(base) if stored.version > base => StoredAction::Conflict {
             baseline: stored.version,
-        };
-    }
-    if stored_alive {
-        StoredAction::Adopt
-    } else {
-        StoredAction::Ignore
+        },
+        Some(_) => StoredAction::WriteBack,
+        None if stored.version < token.version => StoredAction::WriteBack,
+        None if stored.version == token.version => StoredAction::Conflict {
+            baseline: stored.version,
+        },
+        None if stored_alive => StoredAction::Adopt,
+        None => StoredAction::Ignore,
     }
 }
 

@@ -451,37 +451,70 @@ async fn newest_issued_wins_a_conflict_costs_one_announced_fetch() {
     let ours = token(now, 600, 6000); // version 3, "CURRENT"
     // Another instance's newer save while ours is stored: adopt it.
     assert_eq!(
-        on_stored(Some(&ours), false, Some(&record("PEER", 4, now)), now, ms),
+        on_stored(Some(&ours), None, Some(&record("PEER", 4, now)), now, ms),
         StoredAction::Adopt
     );
-    // A different token of the same or a newer version while ours could not be saved:
-    // which WeChat issued last is unknown.
+    // Ours could not be saved (fetched when the store held version 2), and the store
+    // has moved on since: which WeChat issued last is unknown, whatever the versions
+    // (ours may have run ahead on tokens of its own that were never stored).
+    for version in [3, 5, 2 + 1] {
+        assert_eq!(
+            on_stored(
+                Some(&ours),
+                Some(2),
+                Some(&record("PEER", version, now)),
+                now,
+                ms
+            ),
+            StoredAction::Conflict { baseline: version }
+        );
+    }
+    let mut ahead = ours.clone();
+    ahead.version = 9;
     assert_eq!(
-        on_stored(Some(&ours), true, Some(&record("PEER", 3, now)), now, ms),
+        on_stored(
+            Some(&ahead),
+            Some(2),
+            Some(&record("PEER", 3, now)),
+            now,
+            ms
+        ),
         StoredAction::Conflict { baseline: 3 }
     );
+    // The store has not moved since ours was fetched: ours goes in.
     assert_eq!(
-        on_stored(Some(&ours), true, Some(&record("PEER", 5, now)), now, ms),
-        StoredAction::Conflict { baseline: 5 }
+        on_stored(Some(&ahead), Some(2), Some(&record("OLD", 2, now)), now, ms),
+        StoredAction::WriteBack
+    );
+    // The same version with another value while ours is saved: a conflict too.
+    assert_eq!(
+        on_stored(Some(&ours), None, Some(&record("PEER", 3, now)), now, ms),
+        StoredAction::Conflict { baseline: 3 }
     );
     // The same token: confirmed, and its pending mark taken.
     assert_eq!(
-        on_stored(Some(&ours), true, Some(&record("CURRENT", 3, now)), now, ms),
+        on_stored(
+            Some(&ours),
+            Some(2),
+            Some(&record("CURRENT", 3, now)),
+            now,
+            ms
+        ),
         StoredAction::Confirm
     );
     let mut marked = record("CURRENT", 3, now);
     marked.pending_since_ms = Some(ms);
     assert_eq!(
-        on_stored(Some(&ours), false, Some(&marked), now, ms),
+        on_stored(Some(&ours), None, Some(&marked), now, ms),
         StoredAction::Rebound(Some(ms))
     );
     // A store that lost our token (or holds an older one) gets it back.
     assert_eq!(
-        on_stored(Some(&ours), false, None, now, ms),
+        on_stored(Some(&ours), None, None, now, ms),
         StoredAction::WriteBack
     );
     assert_eq!(
-        on_stored(Some(&ours), false, Some(&record("OLD", 2, now)), now, ms),
+        on_stored(Some(&ours), None, Some(&record("OLD", 2, now)), now, ms),
         StoredAction::WriteBack
     );
 }
@@ -494,19 +527,19 @@ async fn records_that_may_not_be_served_are_never_adopted() {
     let mut forged = record("PEER", 9, now);
     forged.expires_at_ms = ms + 10 * 365 * 24 * 3600 * 1000; // ten years
     assert_eq!(
-        on_stored(Some(&ours), false, Some(&forged), now, ms),
+        on_stored(Some(&ours), None, Some(&forged), now, ms),
         StoredAction::Ignore
     );
     let mut future = record("PEER", 9, now);
     future.refreshed_at_ms = ms + 3600 * 1000;
     future.expires_at_ms = ms + 7200 * 1000;
     assert_eq!(
-        on_stored(Some(&ours), false, Some(&future), now, ms),
+        on_stored(Some(&ours), None, Some(&future), now, ms),
         StoredAction::Ignore
     );
     for value in ["", "   ", "a\nb"] {
         assert_eq!(
-            on_stored(None, false, Some(&record(value, 9, now)), now, ms),
+            on_stored(None, None, Some(&record(value, 9, now)), now, ms),
             StoredAction::Ignore,
             "{value:?}"
         );
@@ -514,7 +547,7 @@ async fn records_that_may_not_be_served_are_never_adopted() {
     assert_eq!(
         on_stored(
             None,
-            false,
+            None,
             Some(&record(&"x".repeat(2049), 9, now)),
             now,
             ms
@@ -613,7 +646,7 @@ async fn a_dead_record_of_another_instance_is_not_adopted() {
     dead.expires_at_ms = ms - 1;
     dead.refreshed_at_ms = ms - 7_200_000;
     assert_eq!(
-        on_stored(None, false, Some(&dead), now, ms),
+        on_stored(None, None, Some(&dead), now, ms),
         StoredAction::Ignore
     );
 }

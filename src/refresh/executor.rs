@@ -34,6 +34,9 @@ pub struct Report {
     pub save_error: Option<String>,
     /// The answer to the request that started the flight.
     pub reply: Reply,
+    /// The store's version when the call started: what the save of its token (and any
+    /// retry of that save) must find there.
+    pub base: u64,
 }
 
 /// The facts of `cred` at the start of a flight (nothing tried yet).
@@ -137,6 +140,7 @@ pub(super) async fn fly(
         reply: Err(RefreshError::Task(
             "the flight ended without an answer".into(),
         )),
+        base: 0,
     };
     let mut progress = Progress::default();
     let mut guard = None;
@@ -355,6 +359,9 @@ async fn call(
     mark: Option<SystemTime>,
 ) {
     let started = refresher.clock.now();
+    // What the store held when the call started (under the lease: what was read
+    // there): a record stored after it may hold a token issued after ours.
+    report.base = cred.stored_version();
     let result = fetch_with_deps(refresher, cred, trigger, forced).await;
     let result = result.and_then(|fetched| lifetime_of(refresher, cred, fetched, started));
     let now = refresher.clock.now();
@@ -390,7 +397,7 @@ async fn call(
             cred.record_success(now);
             let saved = refresher
                 .store
-                .save_over(&token.to_stored(&cred.key), cred.stored_version())
+                .save_over(&token.to_stored(&cred.key), report.base)
                 .await;
             match saved {
                 Ok(SaveOutcome::Saved) => {

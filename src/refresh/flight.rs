@@ -109,6 +109,10 @@ pub struct FlightState {
 struct Unsaved {
     failures: u32,
     retry_at: Instant,
+    /// The store's version when the token was fetched (or last found unchanged): the
+    /// save is a compare-and-set on it, so that a token another instance stored since
+    /// is never overwritten.
+    base: u64,
 }
 
 struct Waiter {
@@ -254,7 +258,7 @@ impl FlightTask {
             self.idle_wake = false;
             let store = self.refresher.store.clone();
             let record = token.to_stored(&self.cred.key);
-            let expected = self.cred.stored_version();
+            let expected = unsaved.base;
             self.running = Some(Running::Save(tokio::spawn(async move {
                 let outcome = store.save_over(&record, expected).await;
                 (record.version, outcome)
@@ -470,13 +474,13 @@ impl FlightTask {
     fn apply(&mut self, report: Report) {
         self.state = report.state;
         if let Some(error) = report.save_error {
-            self.mark_unsaved(error);
+            self.mark_unsaved(error, report.base);
         } else if report.saved {
             self.mark_saved();
         }
     }
 
-    fn mark_unsaved(&mut self, error: String) {
+    fn mark_unsaved(&mut self, error: String, base: u64) {
         let failures = self.unsaved.map_or(0, |u| u.failures) + 1;
         let wait = decide::backoff(failures, SAVE_RETRY_MIN, SAVE_RETRY_MAX);
         if failures == 1 {
@@ -486,11 +490,18 @@ impl FlightTask {
         self.unsaved = Some(Unsaved {
             failures,
             retry_at: Instant::now() + wait,
+            base,
         });
         self.cred.record_unsaved(Some(format!(
             "not durably stored in the {} store: {error}",
             self.refresher.store.backend()
         )));
+    }
+
+    /// The base of the unsaved token, or what the store was last seen holding.
+    fn base(&self) -> u64 {
+        self.unsaved
+            .map_or_else(|| self.cred.stored_version(), |u| u.base)
     }
 
     fn mark_saved(&mut self) {
@@ -510,10 +521,10 @@ impl FlightTask {
                 // Someone stored a token of this version or newer meanwhile.
                 match self.refresher.store.load(&self.cred.key).await {
                     Ok(stored) => self.on_stored(stored.as_ref()).await,
-                    Err(error) => self.mark_unsaved(error.to_string()),
+                    Err(error) => self.mark_unsaved(error.to_string(), self.base()),
                 }
             }
-            Err(error) => self.mark_unsaved(error.to_string()),
+            Err(error) => self.mark_unsaved(error.to_string(), self.base()),
         }
     }
 
@@ -526,8 +537,13 @@ impl FlightTask {
             tracing::warn!(key = %self.cred.key, "ignoring a stored token that may not be served (bad value, lifetime over 7 days or refreshed in the future)");
         }
         let ours = self.cred.current();
-        let action =
-            decide::on_stored(ours.as_deref(), self.unsaved.is_some(), stored, now, now_ms);
+        let action = decide::on_stored(
+            ours.as_deref(),
+            self.unsaved.map(|u| u.base),
+            stored,
+            now,
+            now_ms,
+        );
         let grace = self.refresher.settings.upstream_grace;
         match (action, stored) {
             (StoredAction::Adopt, Some(stored)) => {
@@ -566,11 +582,19 @@ impl FlightTask {
                 }
             }
             // Tried at the next wake-up, like a failed save.
-            (StoredAction::WriteBack, _) if self.unsaved.is_none() => {
-                self.unsaved = Some(Unsaved {
-                    failures: 0,
-                    retry_at: Instant::now(),
-                });
+            // Tried at the next wake-up, over what the store holds now.
+            (StoredAction::WriteBack, _) => {
+                let base = stored.map_or(0, |s| s.version);
+                match &mut self.unsaved {
+                    Some(unsaved) => unsaved.base = base,
+                    None => {
+                        self.unsaved = Some(Unsaved {
+                            failures: 0,
+                            retry_at: Instant::now(),
+                            base,
+                        })
+                    }
+                }
             }
             (StoredAction::Conflict { baseline }, _) => {
                 if self.state.conflict.is_none() {

@@ -159,29 +159,19 @@ impl StoreHandle {
     }
 }
 
-#[async_trait]
-impl TokenStore for StoreHandle {
-    fn backend(&self) -> &'static str {
-        "sim-redis"
-    }
-
-    async fn load_all(&self) -> Result<Vec<StoredToken>, Error> {
-        self.op("load_all", 0.02, |s, _| {
-            s.records.values().cloned().collect()
-        })
-        .await
-    }
-
-    async fn load(&self, key: &CredentialKey) -> Result<Option<StoredToken>, Error> {
-        self.op("load", 0.2, |s, _| s.records.get(key).cloned())
-            .await
-    }
-
-    async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
+impl StoreHandle {
+    /// A save with Redis's semantics: over any older version, or (`expected`) over
+    /// exactly that version.
+    async fn store(
+        &self,
+        token: &StoredToken,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome, Error> {
         let (i, era) = (self.inst, self.era);
         self.op("save", 1.0, |s, w| {
             let key = token.key();
-            if s.records.get(&key).is_some_and(|t| t.version >= token.version) {
+            let current = s.records.get(&key).map_or(0, |t| t.version);
+            if current >= token.version || expected.is_some_and(|e| e != current) {
                 w.log(|l| {
                     let _ = write!(l, "store save by i{i}.{era}: {key} v{} {} outdated", token.version, token.value);
                 });
@@ -217,6 +207,33 @@ impl TokenStore for StoreHandle {
             SaveOutcome::Saved
         })
         .await
+    }
+}
+
+#[async_trait]
+impl TokenStore for StoreHandle {
+    fn backend(&self) -> &'static str {
+        "sim-redis"
+    }
+
+    async fn load_all(&self) -> Result<Vec<StoredToken>, Error> {
+        self.op("load_all", 0.02, |s, _| {
+            s.records.values().cloned().collect()
+        })
+        .await
+    }
+
+    async fn load(&self, key: &CredentialKey) -> Result<Option<StoredToken>, Error> {
+        self.op("load", 0.2, |s, _| s.records.get(key).cloned())
+            .await
+    }
+
+    async fn save(&self, token: &StoredToken) -> Result<SaveOutcome, Error> {
+        self.store(token, None).await
+    }
+
+    async fn save_over(&self, token: &StoredToken, expected: u64) -> Result<SaveOutcome, Error> {
+        self.store(token, Some(expected)).await
     }
 
     async fn mark_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
