@@ -31,7 +31,7 @@ use super::flight::Decision;
 use super::quota::{QUOTA_ERRCODE, Refusal};
 use super::{Token, Trigger};
 use crate::config::{RefreshConfig, SourceConfig};
-use crate::store::StoredToken;
+use crate::store::{MAX_CLOCK_SKEW_MS, StoredToken};
 
 /// How long before expiry a token is refreshed: a fifth of its lifetime. A 7200 s
 /// token is refreshed 24 minutes early, which leaves room for many retries with
@@ -355,8 +355,19 @@ pub enum StoredAction {
     /// The store lacks our token (or holds an older one): write ours.
     WriteBack,
     /// Two tokens exist and which WeChat issued last is unknown; resolve with one
-    /// announced fetch unless a newer announced token than `baseline` appears.
+    /// announced fetch of our own (`baseline`: the store's version then, for logs).
     Conflict { baseline: u64 },
+}
+
+/// Was `stored` certainly issued after `ours`? Yes when its call started (by its
+/// instance's clock) later than ours was received, by more than the clock skew a
+/// cluster may have ([`MAX_CLOCK_SKEW_MS`]): WeChat issues a token while the call is
+/// out, so it cannot predate the call's start. Settles a conflict without a call.
+pub fn issued_after(ours: &Token, stored: &StoredToken) -> bool {
+    ours.received_at.is_some_and(|received| {
+        stored.refreshed_at_ms
+            > crate::domain::unix_millis(received).saturating_add(MAX_CLOCK_SKEW_MS)
+    })
 }
 
 /// Newest issued wins. When the store holds `stored` and we hold `ours`
@@ -364,9 +375,10 @@ pub enum StoredAction {
 /// unreachable, and the version the store held when it was fetched):
 /// - the same token: confirm it, and take its pending mark;
 /// - ours unsaved, and the store has moved on since its base (another instance stored
-///   a different token meanwhile, whatever the versions): a conflict, since either may
-///   be the one WeChat issued last. One announced fetch settles it (at most one extra
-///   call per conflict);
+///   a different token meanwhile, whatever the versions): adopt it if it was certainly
+///   issued after ours ([`issued_after`]), else a conflict, since either may be the one
+///   WeChat issued last. One announced fetch settles it (at most one extra call per
+///   conflict);
 /// - ours unsaved and the store unchanged since its base (or behind it): write ours;
 /// - ours saved and a newer version stored: adopt it (another instance refreshed);
 ///   the same version with another value: a conflict;
@@ -416,12 +428,15 @@ pub fn on_stored(
             StoredAction::Ignore
         };
     }
+    let newer_peer = issued_after(token, stored) && stored_alive;
     match unsaved_base {
+        Some(base) if stored.version > base && newer_peer => StoredAction::Adopt,
         Some(base) if stored.version > base => StoredAction::Conflict {
             baseline: stored.version,
         },
         Some(_) => StoredAction::WriteBack,
         None if stored.version < token.version => StoredAction::WriteBack,
+        None if stored.version == token.version && newer_peer => StoredAction::Adopt,
         None if stored.version == token.version => StoredAction::Conflict {
             baseline: stored.version,
         },

@@ -271,8 +271,10 @@ pub(super) async fn fly(
 }
 
 /// Takes in what the store holds once the lease is ours: a token the previous holder
-/// stored (newer than ours, and, during a conflict, announced after it began), or its
-/// pending mark (its call is unaccounted for).
+/// stored (newer than ours), or its pending mark (its call is unaccounted for). During
+/// a conflict nothing stored is adopted: a token stored since, even under the lease,
+/// may come from a call that overlapped ours, so only a fetch of our own (this one) is
+/// known to be the newest.
 fn under_lease(
     refresher: &Refresher,
     cred: &Credential,
@@ -287,11 +289,13 @@ fn under_lease(
         return;
     };
     let grace = refresher.settings.upstream_grace;
-    let newer = cred.current().is_none_or(|t| stored.version > t.version);
-    let resolved = state
-        .conflict
-        .is_none_or(|baseline| stored.version > baseline && stored.announced);
-    if newer && resolved {
+    let current = cred.current();
+    let newer = current.as_ref().is_none_or(|t| stored.version > t.version);
+    let settled = state.conflict.is_none()
+        || current
+            .as_ref()
+            .is_some_and(|t| decide::issued_after(t, &stored));
+    if newer && settled {
         cred.install(Token::from_stored(&stored, Trigger::Peer, now, grace));
         state.conflict = None;
         state.unconfirmed = None;
@@ -383,6 +387,7 @@ async fn call(
                 now,
             );
             token.announced = announced;
+            token.received_at = Some(now);
             tracing::info!(
                 app = %cred.key.app, token = %cred.key.name, trigger = trigger.as_str(),
                 value = %token_prefix(&token.value), expires_in = token.lifetime().as_secs(), version = token.version,
@@ -407,6 +412,20 @@ async fn call(
                 Ok(SaveOutcome::Outdated) => match refresher.store.load(&cred.key).await {
                     Ok(Some(stored)) if stored.value == token.value => {
                         cred.saw_stored(stored.version);
+                        report.saved = true;
+                    }
+                    Ok(Some(stored))
+                        if decide::issued_after(&token, &stored)
+                            && stored.is_sane(unix_millis(now))
+                            && stored.expires_at_ms > unix_millis(now) =>
+                    {
+                        // Another instance's call started after ours was answered: its
+                        // token is the newer one.
+                        cred.saw_stored(stored.version);
+                        let grace = refresher.settings.upstream_grace;
+                        let peer =
+                            cred.install(Token::from_stored(&stored, Trigger::Peer, now, grace));
+                        report.reply = Ok((peer, Decision::Shared));
                         report.saved = true;
                     }
                     Ok(Some(stored)) => {

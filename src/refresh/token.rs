@@ -32,6 +32,10 @@ pub struct Token {
     trusted_until: Option<Instant>,
     /// WeChat said it no longer accepts it (a validity probe): never served again.
     rejected: bool,
+    /// When this instance received it from WeChat (`None` for a token read from the
+    /// store): WeChat issued it no later than this, which settles some conflicts
+    /// without a call (`decide::issued_after`).
+    pub received_at: Option<SystemTime>,
 }
 
 impl Token {
@@ -55,6 +59,7 @@ impl Token {
             deadline: Instant::now() + left,
             trusted_until: None,
             rejected: false,
+            received_at: None,
         }
     }
 

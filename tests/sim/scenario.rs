@@ -706,6 +706,10 @@ impl Client {
             && !lock(&w.checker).disturbed(t, window * 2)
             && lock(&w.slots).iter().all(|s| s.ready && s.alive);
         self.storms.fetch_add(1, Ordering::SeqCst);
+        // Counted as tokens issued: a ticket call WeChat refuses because the access
+        // token it carried was replaced, followed by the one retry with a new one, is
+        // one refresh, and replaces the ticket once.
+        let issued_before = lock(&w.wechat).issued(cred.index, cred.kind);
         let calls_before = lock(&w.wechat).calls(cred.index, cred.kind);
         let crashes_before = lock(&w.checker).crash_count();
         w.log(|l| {
@@ -728,6 +732,7 @@ impl Client {
             answers.push(task.await.expect("a storm request panicked"));
         }
         self.storms.fetch_sub(1, Ordering::SeqCst);
+        let issued = lock(&w.wechat).issued(cred.index, cred.kind) - issued_before;
         let calls = lock(&w.wechat).calls(cred.index, cred.kind) - calls_before;
         let t_end = w.t();
         let mut checker = lock(&w.checker);
@@ -736,11 +741,11 @@ impl Client {
             return;
         }
         checker.storms_judged += 1;
-        if calls > 1 {
+        if issued > 1 || calls > 2 {
             checker.violation(
                 t_end,
                 format!(
-                    "(b) a storm of {size} reports of {stale} on {}/{} cost {calls} upstream calls",
+                    "(b) a storm of {size} reports of {stale} on {}/{} cost {calls} upstream calls issuing {issued} tokens",
                     cred.app, cred.name
                 ),
             );

@@ -210,6 +210,11 @@ impl WeChat {
         self.series_ref(app, kind).calls
     }
 
+    /// Tokens issued so far for `app`'s `kind`.
+    pub fn issued(&self, app: usize, kind: Kind) -> u64 {
+        self.series_ref(app, kind).issued.len() as u64
+    }
+
     /// A call arriving: counts it and checks the quota. `Err` is WeChat's answer.
     fn admit(&mut self, app: usize, kind: Kind, now: SystemTime) -> Result<(), upstream::Error> {
         let quota = self.daily_quota;
