@@ -20,6 +20,10 @@
 //! - **Unconfirmed reports**: a `stale` report from an instance without the lease is
 //!   checked with WeChat's validity probe first; a token WeChat accepts is answered,
 //!   never replaced. stable_token's forced mode is spent only after such a probe.
+//! - **A cut-off instance never replaces the cluster's token**: before a call that
+//!   cannot be announced, the token held is probed; if WeChat rejects it, another
+//!   instance has replaced it (and holds the successor that this call would kill), so
+//!   the call is not made and the rejected token is no longer served here.
 //! - **Retries near expiry** never wait past the served token's end; with no token
 //!   held they come at `min_retry_delay` pace.
 //! - **Newest issued wins**: see [`on_stored`].
@@ -201,14 +205,49 @@ fn cooldown(f: &Facts, error: &RefreshError) -> Duration {
 /// lose by it: WeChat keeps a replaced token valid for the grace, so a token with at
 /// most that much announced life left is not shortened; nor is one whose trust is
 /// already bounded by a durable mark of ours.
+///
+/// Where WeChat can tell whether it accepts the token (a probe), the call also waits
+/// until a replacement by another instance would show: the rest of the cluster
+/// refreshes a fifth of the lifetime before the end, and WeChat rejects the token it
+/// replaced a grace later, so within [`unannounced_window`] of the end a probe (made
+/// before the call, see [`decide`]) tells whether the cluster already holds a
+/// successor, which this call would kill. Once a probe found it rejected, no such
+/// call is made until that successor must have ended too.
 pub fn unannounced_call_allowed(f: &Facts) -> bool {
     match f.token {
         None => true,
+        // WeChat said another instance replaced it: that successor lives about a
+        // lifetime past this token's end, and a call from here would kill it.
+        Some(token)
+            if token.is_rejected()
+                && f.now
+                    < token
+                        .expires_at
+                        .checked_add(token.lifetime())
+                        .unwrap_or(token.expires_at) =>
+        {
+            false
+        }
         Some(token) => {
-            token.announced_remaining(f.now) <= f.settings.upstream_grace
+            token.announced_remaining(f.now) <= unannounced_window(f, token)
                 || f.unconfirmed.is_some_and(|u| u.announced)
         }
     }
+}
+
+/// How close to its end a token may be refreshed without announcing the call: the
+/// grace; with a probe, no earlier than a grace (plus a call's timeout) after the rest
+/// of the cluster would have replaced it. For lifetimes so short that the two overlap
+/// (a fifth of the lifetime under the grace), only once it has ended.
+pub fn unannounced_window(f: &Facts, token: &Token) -> Duration {
+    let grace = f.settings.upstream_grace;
+    if !f.source.probe {
+        return grace;
+    }
+    let detectable = refresh_lead(token.lifetime())
+        .saturating_sub(grace)
+        .saturating_sub(f.settings.upstream_timeout);
+    grace.min(detectable)
 }
 
 /// The next step for `ask`, given `f`.
@@ -293,6 +332,31 @@ pub fn decide(f: &Facts, ask: &Ask) -> Step {
         } else {
             "this instance cannot take the cluster lease (store unreachable or busy), and the current token still has life left"
         }));
+    }
+    if !announced && f.source.probe {
+        // Cut off from the cluster, this instance cannot know whether another one has
+        // already replaced this token (and holds its successor, which this call would
+        // kill after the grace); WeChat can tell. A token WeChat rejects is no longer
+        // served here, and not replaced from here either.
+        let held = f
+            .token
+            .filter(|t| t.natural_remaining(f.now) > Duration::ZERO);
+        if held.is_some() {
+            match probe {
+                ProbeFact::NotTried => return Step::Probe,
+                ProbeFact::Accepted => {}
+                ProbeFact::Rejected => {
+                    return Step::Answer(Answer::Deferred(
+                        "WeChat rejects the token, so another instance replaced it; this one cannot reach the shared store to learn its successor",
+                    ));
+                }
+                ProbeFact::Failed => {
+                    return Step::Answer(Answer::Deferred(
+                        "cannot tell whether another instance replaced the token (the validity probe failed), and this one cannot reach the shared store",
+                    ));
+                }
+            }
+        }
     }
     Step::Call { forced, announced }
 }

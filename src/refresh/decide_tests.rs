@@ -92,7 +92,10 @@ fn walk(mut f: Facts, ask: &Ask, lease: LeaseFact, journal: JournalFact, probe: 
         match decide(&f, ask) {
             Step::TakeLease => f.lease = lease,
             Step::WriteJournal => f.journal = journal,
-            Step::Probe => f.probe = probe,
+            Step::Probe => {
+                assert_ne!(probe, ProbeFact::NotTried, "the walk needs a probe outcome");
+                f.probe = probe;
+            }
             other => return other,
         }
     }
@@ -216,7 +219,8 @@ async fn a_call_that_cannot_be_announced_waits_while_the_token_has_more_than_the
         ),
         Step::Answer(Answer::Deferred(_))
     ));
-    // Within the grace of its end, the other holders lose nothing: call.
+    // Within the grace of its end, the other holders lose nothing: call (once WeChat
+    // says nobody has replaced it meanwhile).
     let near = token(now, 6900, 300);
     let f = facts(now, Some(&near), &s);
     assert_eq!(
@@ -225,7 +229,7 @@ async fn a_call_that_cannot_be_announced_waits_while_the_token_has_more_than_the
             &SCHEDULED,
             LeaseFact::Unavailable,
             JournalFact::NotTried,
-            ProbeFact::NotTried
+            ProbeFact::Accepted
         ),
         Step::Call {
             forced: false,
@@ -648,5 +652,50 @@ async fn a_dead_record_of_another_instance_is_not_adopted() {
     assert_eq!(
         on_stored(None, None, Some(&dead), now, ms),
         StoredAction::Ignore
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cut_off_instance_never_replaces_a_token_another_instance_replaced() {
+    let now = SystemTime::now();
+    let s = settings();
+    // Within the grace of its end, but WeChat already rejects it: the cluster holds its
+    // successor, which a call from here would kill.
+    let near = token(now, 6900, 300);
+    let f = facts(now, Some(&near), &s);
+    for verdict in [ProbeFact::Rejected, ProbeFact::Failed] {
+        assert!(matches!(
+            walk(
+                f.clone(),
+                &SCHEDULED,
+                LeaseFact::Unavailable,
+                JournalFact::NotTried,
+                verdict
+            ),
+            Step::Answer(Answer::Deferred(_))
+        ));
+    }
+    // Once WeChat rejected it, not even after its end: the successor lives on.
+    let rejected = token(now, 7199, 1).marked_rejected();
+    let later = now + Duration::from_secs(60);
+    let f = facts(later, Some(&rejected), &s);
+    assert!(!unannounced_call_allowed(&f));
+    let much_later = now + Duration::from_secs(7300);
+    let f = facts(much_later, Some(&rejected), &s);
+    assert!(unannounced_call_allowed(&f));
+    // Under the lease with the mark written, nothing needs probing.
+    let f = facts(now, Some(&near), &s);
+    assert_eq!(
+        walk(
+            f.clone(),
+            &SCHEDULED,
+            LeaseFact::Held,
+            JournalFact::Written,
+            ProbeFact::Failed
+        ),
+        Step::Call {
+            forced: false,
+            announced: true
+        }
     );
 }

@@ -151,6 +151,10 @@ pub(super) async fn acquire(
     let mut installs = cred.watch_installs();
     let version_before = cred.current_version();
     let deadline = Instant::now() + LEASE_WAIT_LIMIT;
+    // A holder name of its own for this attempt: a late release of an earlier one
+    // cannot free this lease.
+    let holder = format!("{holder}#{:08x}", rand::random::<u32>());
+    let holder = holder.as_str();
     loop {
         match store.try_lease(&cred.key, holder, LEASE_TTL).await {
             Ok(true) => {
@@ -169,6 +173,12 @@ pub(super) async fn acquire(
             }
             Ok(false) => {}
             Err(error) => {
+                // The request may have reached the store after all: give the lease
+                // back, best effort (this instance takes it over anyway next time).
+                let (store, key, holder) = (store.clone(), cred.key.clone(), holder.to_owned());
+                tokio::spawn(async move {
+                    let _ = store.release_lease(&key, &holder).await;
+                });
                 return Acquired::Unavailable(format!("shared store unreachable: {error}"));
             }
         }

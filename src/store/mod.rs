@@ -137,6 +137,11 @@ pub enum Error {
     Malformed { key: String, message: String },
 }
 
+/// The instance part of a lease holder `INSTANCE#NONCE`.
+pub fn lease_owner(holder: &str) -> &str {
+    holder.split_once('#').map_or(holder, |(owner, _)| owner)
+}
+
 /// Calls counted per endpoint path (e.g. `/cgi-bin/token`) for one app and one day.
 pub type QuotaCounts = BTreeMap<String, u64>;
 
@@ -201,7 +206,10 @@ pub trait TokenStore: Send + Sync + 'static {
     }
 
     /// Tries to become the one instance allowed to refresh `key` for `ttl`. A store
-    /// used by one instance always grants it.
+    /// used by one instance always grants it. `holder` is `INSTANCE#NONCE` (see
+    /// [`lease_owner`]): a lease that the same instance still holds from an earlier
+    /// attempt (a request that timed out on our side but reached the store) is taken
+    /// over, so that a store that answered late does not lock its own instance out.
     async fn try_lease(
         &self,
         _key: &CredentialKey,

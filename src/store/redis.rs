@@ -76,6 +76,18 @@ end
 return 1
 ";
 
+/// Takes a lease that is free, or that the same instance (ARGV[3], the part of the
+/// holder before '#') still holds from an earlier attempt.
+const LEASE_SCRIPT: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, string.len(ARGV[3]) + 1) == ARGV[3] .. '#' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
 const RENEW_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -97,6 +109,7 @@ pub struct RedisStore {
     save: Script,
     mark: Script,
     clear: Script,
+    lease: Script,
     renew: Script,
     release: Script,
     watching: AtomicBool,
@@ -124,6 +137,7 @@ impl RedisStore {
             save: Script::new(SAVE_SCRIPT),
             mark: Script::new(MARK_SCRIPT),
             clear: Script::new(CLEAR_SCRIPT),
+            lease: Script::new(LEASE_SCRIPT),
             renew: Script::new(RENEW_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
             watching: AtomicBool::new(false),
@@ -336,15 +350,15 @@ impl TokenStore for RedisStore {
         ttl: Duration,
     ) -> Result<bool, Error> {
         let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.lease_key(key))
+        let taken: i64 = self
+            .lease
+            .key(self.lease_key(key))
             .arg(holder)
-            .arg("NX")
-            .arg("PX")
             .arg(ttl.as_millis().max(1) as u64)
-            .query_async(&mut conn)
+            .arg(super::lease_owner(holder))
+            .invoke_async(&mut conn)
             .await?;
-        Ok(set.is_some())
+        Ok(taken == 1)
     }
 
     async fn renew_lease(

@@ -89,6 +89,17 @@ impl RedisServer {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// SIGSTOP or SIGCONT: a Redis that hangs (requests queue up unanswered, then run
+    /// all at once on SIGCONT).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// SIGKILL: gone at once, and with no persistence it restarts empty.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -219,6 +219,20 @@ async fn redis_leases_admit_one_holder_and_expire() {
         store.try_lease(&key, "c", ttl).await.unwrap()
     })
     .await;
+    // An instance takes over a lease it still holds from an earlier attempt (a request
+    // that reached Redis after it gave up), and only its own.
+    let long = Duration::from_secs(30);
+    let key = CredentialKey::new("default", "ticket");
+    assert!(store.try_lease(&key, "node1#0001", long).await.unwrap());
+    assert!(!store.try_lease(&key, "node2#0002", long).await.unwrap());
+    assert!(
+        !store.try_lease(&key, "node#0003", long).await.unwrap(),
+        "a prefix is not the owner"
+    );
+    assert!(store.try_lease(&key, "node1#0004", long).await.unwrap());
+    store.release_lease(&key, "node1#0001").await.unwrap(); // the old attempt's: no effect
+    assert!(!store.try_lease(&key, "node2#0005", long).await.unwrap());
+    assert!(store.renew_lease(&key, "node1#0004", long).await.unwrap());
 }
 
 #[tokio::test]

@@ -316,7 +316,10 @@ impl TokenStore for StoreHandle {
         let (i, era) = (self.inst, self.era);
         self.op("try_lease", 1.0, |s, w| {
             let now = Instant::now();
-            if s.leases.get(key).is_some_and(|(_, until)| *until > now) {
+            let owner = wechat_token_server::store::lease_owner(holder);
+            if s.leases.get(key).is_some_and(|(current, until)| {
+                *until > now && wechat_token_server::store::lease_owner(current) != owner
+            }) {
                 return false;
             }
             s.leases.insert(key.clone(), (holder.to_owned(), now + ttl));
