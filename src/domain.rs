@@ -57,13 +57,15 @@ impl fmt::Display for CredentialKey {
 /// are about 140. Longer values are broken or hostile replies.
 pub const MAX_TOKEN_BYTES: usize = 2048;
 
-/// Can `value` be served as a token? Not empty or whitespace, at most
-/// [`MAX_TOKEN_BYTES`], no control characters. Checked on every reply, stored record
-/// and peer record: a value that fails is never served.
+/// Can `value` be served as a token? Not empty, at most [`MAX_TOKEN_BYTES`], no
+/// control characters and no whitespace of any kind (tokens are opaque words; a
+/// Unicode line separator would split a header or a log line of the business servers
+/// it is handed to). Checked on every reply, stored record and peer record: a value
+/// that fails is never served.
 pub fn is_usable_token(value: &str) -> bool {
-    !value.trim().is_empty()
+    !value.is_empty()
         && value.len() <= MAX_TOKEN_BYTES
-        && !value.chars().any(char::is_control)
+        && !value.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 /// How many characters of a token may appear in logs.
@@ -142,7 +144,16 @@ mod tests {
     fn only_usable_tokens_pass() {
         assert!(is_usable_token("ACCESS_TOKEN-1"));
         assert!(is_usable_token(&"a".repeat(MAX_TOKEN_BYTES)));
-        for bad in ["", " ", "\t \n", "ab\ncd", "ab\u{7}"] {
+        for bad in [
+            "",
+            " ",
+            "\t \n",
+            "ab\ncd",
+            "ab\u{7}",
+            "ab cd",
+            "ab\u{2028}cd",
+            "\u{a0}",
+        ] {
             assert!(!is_usable_token(bad), "{bad:?}");
         }
         assert!(!is_usable_token(&"a".repeat(MAX_TOKEN_BYTES + 1)));

@@ -261,6 +261,25 @@ pub(super) async fn fly(
                     progress.mark,
                 )
                 .await;
+                // WeChat may have issued a token that never came back: the served one
+                // is trusted only for the grace now. Still under the lease, with the
+                // mark written, one more call gets a confirmed token for the callers
+                // waiting, instead of an error and a retry a moment later.
+                let unknown = matches!(&report.reply, Err(e) if e.may_have_issued());
+                if unknown && announced && !forced && cred.source.replaces_previous {
+                    tracing::info!(key = %cred.key, "outcome unknown: calling again for a confirmed token");
+                    call(
+                        &refresher,
+                        &cred,
+                        &mut state,
+                        &mut report,
+                        trigger,
+                        forced,
+                        announced,
+                        progress.mark,
+                    )
+                    .await;
+                }
                 break;
             }
         }

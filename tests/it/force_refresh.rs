@@ -168,13 +168,14 @@ async fn a_storm_against_a_failing_wechat_costs_one_call_and_every_caller_gets_t
     let app = TestApp::spawn_on(sim, "upstream_timeout = 0.5").await;
     let current = app.token("access_token").await;
     let before = app.sim.calls("/cgi-bin/token").await;
-    // WeChat hangs past our timeout: the one flight fails, and everyone queued behind it
+    // WeChat hangs past our timeout, twice: the one flight (a call of unknown outcome
+    // and the one that follows it at once) fails, and everyone queued behind it
     // shares that failure instead of calling again.
     app.sim
-        .fault("/cgi-bin/token", 1, json!({"delay_ms": 3000}))
+        .fault("/cgi-bin/token", 2, json!({"delay_ms": 3000}))
         .await;
     let replies = join_all((0..50).map(|_| app.force("access_token", Some(&current)))).await;
-    assert_eq!(app.sim.calls("/cgi-bin/token").await, before + 1);
+    assert_eq!(app.sim.calls("/cgi-bin/token").await, before + 2);
     for (status, body) in &replies {
         assert_eq!(*status, StatusCode::BAD_GATEWAY, "{body}");
         assert_eq!(body["error"], "refresh failed");
