@@ -64,6 +64,9 @@ pub struct Credential {
     /// Is a token held that is not durably stored? Mirrors `Status::unsaved` for a
     /// cheap check.
     unsaved: AtomicBool,
+    /// A flight installed a token it has not stored yet: the store's version when it
+    /// was fetched. Read by the flight task when a store record arrives meanwhile.
+    unsaved_fetch: Mutex<Option<u64>>,
     status: Mutex<Status>,
 }
 
@@ -83,6 +86,7 @@ impl Credential {
             installed: watch::Sender::new(0),
             restored_pending: Mutex::new(None),
             unsaved: AtomicBool::new(false),
+            unsaved_fetch: Mutex::new(None),
             status: Mutex::new(Status::default()),
         }
     }
@@ -174,6 +178,17 @@ impl Credential {
         status.consecutive_failures = status.consecutive_failures.saturating_add(1);
         status.last_error = Some((error.clone(), now));
         status.last_attempt_at = Some(now);
+    }
+
+    /// Notes (or clears) that a flight installed a token fetched when the store held
+    /// `base`, and has not stored it yet.
+    pub(super) fn note_unsaved_fetch(&self, base: Option<u64>) {
+        *self.unsaved_fetch.lock().unwrap_or_else(|e| e.into_inner()) = base;
+    }
+
+    /// See [`note_unsaved_fetch`](Self::note_unsaved_fetch).
+    pub(super) fn unsaved_fetch(&self) -> Option<u64> {
+        *self.unsaved_fetch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn record_unsaved(&self, why: Option<String>) {

@@ -9,7 +9,8 @@ use tokio::time::Instant;
 
 use super::call::log_failure;
 use super::decide::{
-    self, Answer, Ask, Facts, JournalFact, LeaseFact, ProbeFact, SourceTraits, Step, Unconfirmed,
+    self, Answer, Ask, Facts, JournalFact, LeaseFact, ProbeFact, SourceTraits, Step, StoredAction,
+    Unconfirmed,
 };
 use super::error::RefreshError;
 use super::flight::{Decision, FlightState, Progress, Reply};
@@ -37,6 +38,8 @@ pub struct Report {
     /// The store's version when the call started: what the save of its token (and any
     /// retry of that save) must find there.
     pub base: u64,
+    /// A token was fetched and installed.
+    pub fetched: bool,
 }
 
 /// The facts of `cred` at the start of a flight (nothing tried yet).
@@ -141,6 +144,7 @@ pub(super) async fn fly(
             "the flight ended without an answer".into(),
         )),
         base: 0,
+        fetched: false,
     };
     let mut progress = Progress::default();
     let mut guard = None;
@@ -304,30 +308,45 @@ fn under_lease(
 ) {
     let now_ms = unix_millis(now);
     cred.saw_stored(stored.as_ref().map_or(0, |s| s.version));
-    let Some(stored) = stored.filter(|s| s.is_sane(now_ms) && s.expires_at_ms > now_ms) else {
+    let Some(stored) = stored else {
         return;
     };
     let grace = refresher.settings.upstream_grace;
     let current = cred.current();
-    let newer = current.as_ref().is_none_or(|t| stored.version > t.version);
-    let settled = state.conflict.is_none()
-        || current
-            .as_ref()
-            .is_some_and(|t| decide::issued_after(t, &stored));
-    if newer && settled {
-        cred.install(Token::from_stored(&stored, Trigger::Peer, now, grace));
-        state.conflict = None;
-        state.unconfirmed = None;
-        report.saved = true;
-    } else if let Some(mark) = stored.pending_since_ms
-        && let Some(current) = cred.current()
-        && current.version == stored.version
-    {
-        cred.rebound(current.trusted_at_most_until(trust_bound(mark, grace, now)));
-        state.unconfirmed.get_or_insert(Unconfirmed {
-            since: crate::domain::from_unix_millis(mark),
-            announced: true,
-        });
+    // The same rules as for a record another instance stored (`decide::on_stored`),
+    // and during a conflict nothing is adopted that is not certainly newer.
+    let action = decide::on_stored(
+        current.as_deref(),
+        state.unsaved_base,
+        Some(&stored),
+        now,
+        now_ms,
+    );
+    match action {
+        StoredAction::Adopt
+            if state.conflict.is_none()
+                || current
+                    .as_ref()
+                    .is_some_and(|t| decide::issued_after(t, &stored)) =>
+        {
+            cred.install(Token::from_stored(&stored, Trigger::Peer, now, grace));
+            state.conflict = None;
+            state.unconfirmed = None;
+            state.unsaved_base = None;
+            report.saved = true;
+        }
+        StoredAction::Conflict { baseline } => state.conflict = Some(baseline),
+        StoredAction::Rebound(Some(mark)) => {
+            if let Some(current) = current {
+                // The previous holder's call is unaccounted for.
+                cred.rebound(current.trusted_at_most_until(trust_bound(mark, grace, now)));
+                state.unconfirmed.get_or_insert(Unconfirmed {
+                    since: crate::domain::from_unix_millis(mark),
+                    announced: true,
+                });
+            }
+        }
+        _ => {}
     }
 }
 
@@ -413,6 +432,8 @@ async fn call(
                 announced, "token refreshed"
             );
             let token = cred.install(token);
+            cred.note_unsaved_fetch(Some(report.base));
+            report.fetched = true;
             report.reply = Ok((token.clone(), Decision::Performed));
             state.unconfirmed = None;
             state.conflict = None;
@@ -426,6 +447,7 @@ async fn call(
             match saved {
                 Ok(SaveOutcome::Saved) => {
                     cred.saw_stored(token.version);
+                    cred.note_unsaved_fetch(None);
                     report.saved = true;
                 }
                 Ok(SaveOutcome::Outdated) => match refresher.store.load(&cred.key).await {

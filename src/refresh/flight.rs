@@ -102,6 +102,9 @@ pub struct FlightState {
     /// The version of the token a probe last found accepted, and when: later reports
     /// about it share that verdict for a moment (`stable::PROBE_REUSE`).
     pub accepted: Option<(u64, Instant)>,
+    /// The token held is not durably stored; the store's version when it was fetched
+    /// (a copy of the task's, for the flight's own reading of the store).
+    pub unsaved_base: Option<u64>,
 }
 
 /// A token held but not durably stored, and when to try again.
@@ -396,10 +399,12 @@ impl FlightTask {
         stale: Option<String>,
         reply: Option<oneshot::Sender<Reply>>,
     ) {
+        let mut state = self.state.clone();
+        state.unsaved_base = self.unsaved.map(|u| u.base);
         let flight = executor::fly(
             self.refresher.clone(),
             self.cred.clone(),
-            self.state.clone(),
+            state,
             trigger,
             stale.clone(),
         );
@@ -472,7 +477,16 @@ impl FlightTask {
 
     /// Takes in what a flight learned.
     fn apply(&mut self, report: Report) {
+        // The flight's note of a token it installed but has not stored is this task's
+        // to keep from now on (as `unsaved`, below).
+        self.cred.note_unsaved_fetch(None);
+        // A conflict found while the flight was out stands, unless the flight fetched
+        // a token of its own since (the newest, by construction).
+        let found_meanwhile = self.state.conflict;
         self.state = report.state;
+        if !report.fetched {
+            self.state.conflict = self.state.conflict.or(found_meanwhile);
+        }
         if let Some(error) = report.save_error {
             self.mark_unsaved(error, report.base);
         } else if report.saved {
@@ -537,13 +551,9 @@ impl FlightTask {
             tracing::warn!(key = %self.cred.key, "ignoring a stored token that may not be served (bad value, lifetime over 7 days or refreshed in the future)");
         }
         let ours = self.cred.current();
-        let action = decide::on_stored(
-            ours.as_deref(),
-            self.unsaved.map(|u| u.base),
-            stored,
-            now,
-            now_ms,
-        );
+        // A flight under way may have installed a token it has not stored yet.
+        let unsaved_base = self.unsaved.map(|u| u.base).or(self.cred.unsaved_fetch());
+        let action = decide::on_stored(ours.as_deref(), unsaved_base, stored, now, now_ms);
         let grace = self.refresher.settings.upstream_grace;
         match (action, stored) {
             (StoredAction::Adopt, Some(stored)) => {

@@ -23,11 +23,22 @@ use scenario::{Outcome, Scenario};
 const DEFAULT_SEEDS: u64 = 200;
 
 /// Seeds that found real bugs in `src/refresh`, kept as regression tests whatever the
-/// default range: a token fetched without the lease, whose version ran ahead on the
-/// instance's own unsaved tokens, was saved over one WeChat issued later and adopted
-/// by every instance (fixed by `TokenStore::save_over` and `decide::on_stored`
-/// comparing with the store's version at the fetch).
-const REGRESSION_SEEDS: [u64; 9] = [42, 62, 68, 73, 117, 142, 143, 173, 178];
+/// default range:
+/// - 42 62 68 73 117 142 143 173 178: a token fetched without the lease, whose version
+///   ran ahead on the instance's own unsaved tokens, was saved over one WeChat issued
+///   later and adopted everywhere (fixed: `TokenStore::save_over` on the store's
+///   version at the fetch);
+/// - 2603: during a conflict, a token another instance stored under the lease was
+///   adopted, although its call overlapped ours (fixed: only a certainly newer one);
+/// - 2952, 693: a peer's record was judged while a flight had installed a token not
+///   yet stored (fixed: `Credential::note_unsaved_fetch`);
+/// - 2983: a flight's copy of the state missed a conflict found meanwhile;
+/// - 587, 947, 1233, 2178, 2913, 1318: the checker's own windows (overlapping
+///   outages and partitions, slow stores, tickets retried after a replaced token).
+const REGRESSION_SEEDS: [u64; 21] = [
+    42, 62, 68, 73, 117, 142, 143, 173, 178, 2603, 2952, 693, 2983, 587, 947, 1233, 2178, 2913,
+    1318, 1427, 1538,
+];
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {
