@@ -133,13 +133,13 @@ enum Running {
 }
 
 enum Done {
-    Fetch(Result<Report, tokio::task::JoinError>),
+    Fetch(Result<Box<Report>, tokio::task::JoinError>),
     Save(Result<(u64, Result<SaveOutcome, crate::store::Error>), tokio::task::JoinError>),
 }
 
 async fn join(running: &mut Option<Running>) -> Done {
     match running {
-        Some(Running::Fetch(handle)) => Done::Fetch(handle.await),
+        Some(Running::Fetch(handle)) => Done::Fetch(handle.await.map(Box::new)),
         Some(Running::Save(handle)) => Done::Save(handle.await),
         None => std::future::pending().await,
     }
@@ -428,7 +428,7 @@ impl FlightTask {
         match done {
             Done::Fetch(Ok(mut report)) => {
                 let reply = std::mem::replace(&mut report.reply, Err(RefreshError::Busy));
-                self.apply(report);
+                self.apply(*report);
                 if let Some(at) = self.waiters.iter().position(|w| w.leader) {
                     let leader = self.waiters.remove(at);
                     self.reply(leader, reply);
