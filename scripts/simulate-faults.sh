@@ -23,11 +23,11 @@ trap 'rm -f "$log"' EXIT
 began=$(date +%s.%N)
 status=0
 WTS_SIM_SEEDS="$seeds" WTS_SIM_START="$start" \
-  cargo test --release --quiet --test sim seeds_share -- --test-threads=2 >"$log" 2>&1 || status=$?
+  cargo test --release --quiet --test sim seeds_share -- --test-threads=2 --nocapture >"$log" 2>&1 || status=$?
 ended=$(date +%s.%N)
 grep -E "^sim share|^SIMULATION FAILED|^replay:" "$log" || true
 awk -v n="$seeds" -v a="$began" -v b="$ended" 'BEGIN { printf "%d seeds in %.1f s: %.1f seeds/s\n", n, b - a, n / (b - a) }'
-failing=$(grep -oE "^SIMULATION FAILED: seed [0-9]+" "$log" | awk '{print $4}' | sort -n | tr '\n' ' ')
+failing=$(grep -oE "^SIMULATION FAILED: seed [0-9]+" "$log" | awk '{print $4}' | sort -n | tr '\n' ' ' || true)
 if [ "$status" -ne 0 ]; then
   echo "failing seeds: ${failing:-see the log below}"
   [ -z "$failing" ] && cat "$log"
