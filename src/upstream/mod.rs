@@ -398,7 +398,16 @@ mod tests {
     fn an_empty_or_whitespace_token_is_malformed() {
         // Tokens are opaque words: whitespace anywhere (a Unicode line separator
         // included) would split a header or a log line downstream.
-        for value in ["", " ", "   ", "\u{3000}", " \u{a0} ", " T ", "T T", "T\u{2028}T"] {
+        for value in [
+            "",
+            " ",
+            "   ",
+            "\u{3000}",
+            " \u{a0} ",
+            " T ",
+            "T T",
+            "T\u{2028}T",
+        ] {
             assert_unusable(value);
         }
         assert_eq!(token_of("T-1_x").unwrap().value, "T-1_x");
