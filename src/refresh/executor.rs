@@ -254,24 +254,14 @@ pub(super) async fn fly(
                     && guard
                         .as_ref()
                         .is_none_or(|g: &lease::LeaseGuard| !g.is_lost());
-                call(
-                    &refresher,
-                    &cred,
-                    &mut state,
-                    &mut report,
-                    trigger,
-                    forced,
-                    announced,
-                    progress.mark,
-                )
-                .await;
                 // WeChat may have issued a token that never came back: the served one
-                // is trusted only for the grace now. Still under the lease, with the
+                // is then trusted only for the grace. Still under the lease, with the
                 // mark written, one more call gets a confirmed token for the callers
                 // waiting, instead of an error and a retry a moment later.
-                let unknown = matches!(&report.reply, Err(e) if e.may_have_issued());
-                if unknown && announced && !forced && cred.source.replaces_previous {
-                    tracing::info!(key = %cred.key, "outcome unknown: calling again for a confirmed token");
+                for attempt in 0..2 {
+                    if attempt > 0 {
+                        tracing::info!(key = %cred.key, "outcome unknown: calling again for a confirmed token");
+                    }
                     call(
                         &refresher,
                         &cred,
@@ -283,6 +273,10 @@ pub(super) async fn fly(
                         progress.mark,
                     )
                     .await;
+                    let unknown = matches!(&report.reply, Err(e) if e.may_have_issued());
+                    if !(unknown && announced && !forced && cred.source.replaces_previous) {
+                        break;
+                    }
                 }
                 break;
             }

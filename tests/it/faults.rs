@@ -66,6 +66,22 @@ async fn watch_tokens(
     }
 }
 
+/// A server with the demo access_token on the embedded store in `dir`, `refresh` in
+/// its `[refresh]` table, on a fresh simulator.
+async fn embedded_app(dir: &tempfile::TempDir, refresh: &str) -> TestApp {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let store = format!(
+        "backend = \"embedded\"\npath = \"{}\"",
+        dir.path().display()
+    );
+    let text = config_with(
+        &store,
+        refresh,
+        &access_token_source(SIM_PLACEHOLDER.parse().unwrap()),
+    );
+    TestApp::spawn_with(sim, &text).await
+}
+
 /// A simulator whose replaced tokens stay valid `grace` seconds, and a server that
 /// knows it.
 async fn sim_with_grace(grace: u64) -> TestSim {
@@ -197,18 +213,8 @@ async fn after_kill_9_with_a_call_out_the_restart_never_serves_a_replaced_token(
 
 #[tokio::test]
 async fn a_store_that_cannot_record_a_call_defers_a_report_instead_of_replacing_the_token() {
-    let sim = TestSim::start(SimConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = format!(
-        "backend = \"embedded\"\npath = \"{}\"",
-        dir.path().display()
-    );
-    let text = config_with(
-        &store,
-        "min_retry_delay = 0.2",
-        &access_token_source(SIM_PLACEHOLDER.parse().unwrap()),
-    );
-    let app = TestApp::spawn_with(sim, &text).await;
+    let app = embedded_app(&dir, "min_retry_delay = 0.2").await;
     let old = app.token("access_token").await;
     // The store breaks (as a read-only or vanished disk would).
     let tokens = dir.path().join("tokens");
@@ -411,18 +417,8 @@ async fn an_instance_cut_off_from_redis_probes_a_report_and_never_replaces_the_c
 
 #[tokio::test]
 async fn a_call_wechat_refused_clears_its_pending_mark_and_one_of_unknown_outcome_keeps_it() {
-    let sim = TestSim::start(SimConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = format!(
-        "backend = \"embedded\"\npath = \"{}\"",
-        dir.path().display()
-    );
-    let text = config_with(
-        &store,
-        "min_retry_delay = 0.5\nmax_retry_delay = 60",
-        &access_token_source(SIM_PLACEHOLDER.parse().unwrap()),
-    );
-    let app = TestApp::spawn_with(sim, &text).await;
+    let app = embedded_app(&dir, "min_retry_delay = 0.5\nmax_retry_delay = 60").await;
     let key = wechat_token_server::domain::CredentialKey::new("default", "access_token");
     let pending = || async {
         app.refresher
