@@ -9,9 +9,11 @@
 //! - [`config`]: TOML loading, `${VAR}` expansion, validation, masked display.
 //! - [`domain`]: small shared types (secrets, credential keys, log-safe token prefixes).
 //! - [`upstream`]: the WeChat HTTP client and `{{name}}` templates.
-//! - [`store`]: the `TokenStore` trait with embedded (files) and memory backends.
-//! - [`refresh`]: in-memory tokens, the per-token scheduler, single-flight refresh, the
-//!   cluster lease, the quota guard, readiness.
+//! - [`store`]: the `TokenStore` trait (versioned compare-and-set saves, pending marks,
+//!   leases) with embedded (files), Redis and memory backends.
+//! - [`refresh`]: the rules as pure functions (`decide`), one flight task per token
+//!   (mailbox, shared flight, schedule) and its executor, the cluster lease and sync,
+//!   the quota guard, readiness; tested in `tests/sim` by deterministic simulation.
 //! - [`auth`]: the request secret and client keys, scopes and networks.
 //! - [`http`]: the router, the seed routes, the JSON API `/v1`, health and status page,
 //!   `/metrics`.

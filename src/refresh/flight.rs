@@ -363,7 +363,7 @@ impl FlightTask {
                 |(e, _)| e.clone(),
             )),
             (Answer::Deferred(why), _) => Err(RefreshError::Deferred(why.into())),
-            (Answer::QuotaRefused(_), _) => unreachable!("answered above"),
+            (Answer::QuotaRefused(refusal), _) => Err(RefreshError::Quota(refusal)),
         };
         let reply = match reply {
             Err(error @ RefreshError::Quota(_)) => executor::quota_answer(
