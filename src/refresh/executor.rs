@@ -13,7 +13,7 @@ use super::decide::{
     Unconfirmed,
 };
 use super::error::RefreshError;
-use super::flight::{Decision, FlightState, Progress, Reply};
+use super::flight::{Decision, FlightState, Reply};
 use super::lease::{self, Acquired};
 use super::quota::Spend;
 use super::stable::PROBE_REUSE;
@@ -445,38 +445,9 @@ async fn call(
                     report.saved = true;
                 }
                 Ok(SaveOutcome::Outdated) => match refresher.store.load(&cred.key).await {
-                    Ok(Some(stored)) if stored.value == token.value => {
-                        cred.saw_stored(stored.version);
-                        report.saved = true;
-                    }
-                    Ok(Some(stored))
-                        if decide::issued_after(&token, &stored)
-                            && stored.is_sane(unix_millis(now))
-                            && stored.expires_at_ms > unix_millis(now) =>
-                    {
-                        // Another instance's call started after ours was answered: its
-                        // token is the newer one.
-                        cred.saw_stored(stored.version);
-                        let grace = refresher.settings.upstream_grace;
-                        let peer =
-                            cred.install(Token::from_stored(&stored, Trigger::Peer, now, grace));
-                        report.reply = Ok((peer, Decision::Shared));
-                        report.saved = true;
-                    }
-                    Ok(Some(stored)) => {
-                        cred.saw_stored(stored.version);
-                        // Another instance stored a different token of this version or
-                        // newer: which WeChat issued last is unknown.
-                        tracing::warn!(key = %cred.key, version = stored.version,
-                            "another instance stored a different token meanwhile: fetching one more so that every instance serves the newest");
-                        state.conflict = Some(stored.version);
-                        report.save_error =
-                            Some("another instance stored a different token".into());
-                    }
-                    Ok(None) => {
-                        cred.saw_stored(0);
-                        report.save_error =
-                            Some("the store refused the token and holds none".into())
+                    // Judged by the rules for any stored record, ours being unsaved.
+                    Ok(stored) => {
+                        settle_refused_save(refresher, cred, state, report, &token, stored, now)
                     }
                     Err(error) => report.save_error = Some(error.to_string()),
                 },
@@ -521,6 +492,50 @@ async fn call(
             }
             state.last_failure = Some((error.clone(), Instant::now()));
             report.reply = Err(error);
+        }
+    }
+}
+
+/// The save of `token` was refused: the store holds `stored`, written by another
+/// instance since the call started. Settled like any record read from the store
+/// (`decide::on_stored`), with ours not stored.
+fn settle_refused_save(
+    refresher: &Refresher,
+    cred: &Credential,
+    state: &mut FlightState,
+    report: &mut Report,
+    token: &Token,
+    stored: Option<crate::store::StoredToken>,
+    now: SystemTime,
+) {
+    cred.saw_stored(stored.as_ref().map_or(0, |s| s.version));
+    let action = decide::on_stored(
+        Some(token),
+        Some(report.base),
+        stored.as_ref(),
+        now,
+        unix_millis(now),
+    );
+    match (action, stored) {
+        (StoredAction::Confirm, _) => report.saved = true,
+        (StoredAction::Adopt, Some(stored)) => {
+            // Another instance's call started after ours was answered: its token is
+            // the newer one.
+            let grace = refresher.settings.upstream_grace;
+            let peer = cred.install(Token::from_stored(&stored, Trigger::Peer, now, grace));
+            report.reply = Ok((peer, Decision::Shared));
+            report.saved = true;
+        }
+        (StoredAction::Conflict { baseline }, _) => {
+            tracing::warn!(key = %cred.key, version = baseline,
+                "another instance stored a different token meanwhile: fetching one more so that every instance serves the newest");
+            state.conflict = Some(baseline);
+            report.save_error = Some("another instance stored a different token".into());
+        }
+        // Not stored, and retried over what the store holds now.
+        (_, stored) => {
+            report.base = stored.map_or(0, |s| s.version);
+            report.save_error = Some("the store refused the token".into());
         }
     }
 }
@@ -604,4 +619,26 @@ fn lifetime_of(
         ))
     })?;
     Ok((fetched.value, expires_at))
+}
+
+/// Keeps the facts a flight decides on: the state it started with, and how far it
+/// got.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Progress {
+    pub lease: LeaseFact,
+    pub journal: JournalFact,
+    /// The time the pending mark written says (the earliest unconfirmed call's start).
+    pub mark: Option<SystemTime>,
+    pub probe: ProbeFact,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            lease: LeaseFact::NotTried,
+            journal: JournalFact::NotTried,
+            mark: None,
+            probe: ProbeFact::NotTried,
+        }
+    }
 }

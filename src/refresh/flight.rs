@@ -16,9 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::decide::{
-    self, Answer, Ask, Facts, JournalFact, LeaseFact, ProbeFact, Step, StoredAction, Unconfirmed,
-};
+use super::decide::{self, Answer, Ask, Facts, Step, StoredAction, Unconfirmed};
 use super::error::RefreshError;
 use super::executor::{self, Report};
 use super::stable::ForcedBudget;
@@ -156,6 +154,9 @@ pub(super) struct FlightTask {
     /// The last wake-up found nothing to do: the next is at least a moment away, so
     /// that a rule disagreement can never spin.
     idle_wake: bool,
+    /// This retry's jitter, drawn again after each flight: drawn at every wake-up, the
+    /// retry time would move with every message that arrives.
+    jitter: f64,
 }
 
 impl FlightTask {
@@ -174,13 +175,14 @@ impl FlightTask {
             });
         }
         Self {
-            refresher,
             cred,
             state,
             unsaved: None,
             running: None,
             waiters: Vec::new(),
             idle_wake: false,
+            jitter: refresher.jitter(),
+            refresher,
         }
     }
 
@@ -235,10 +237,9 @@ impl FlightTask {
     fn next_wake(&mut self) -> Instant {
         let now = self.now();
         let token = self.cred.current();
-        let jitter = self.refresher.jitter();
         let mut due = decide::next_due(
             &self.facts(token.as_deref(), now, Trigger::Scheduled),
-            jitter,
+            self.jitter,
         );
         if self.idle_wake {
             due = due.max(Duration::from_millis(100));
@@ -425,6 +426,7 @@ impl FlightTask {
     }
 
     async fn finished(&mut self, done: Done) {
+        self.jitter = self.refresher.jitter();
         match done {
             Done::Fetch(Ok(mut report)) => {
                 let reply = std::mem::replace(&mut report.reply, Err(RefreshError::Busy));
@@ -437,6 +439,11 @@ impl FlightTask {
             Done::Fetch(Err(failed)) => {
                 let error = RefreshError::Task(format!("refresh task failed: {failed}"));
                 tracing::error!(key = %self.cred.key, %error, "refresh task failed");
+                if let Some(base) = self.cred.unsaved_fetch() {
+                    // It installed a token before it failed: keep trying to store it.
+                    self.cred.note_unsaved_fetch(None);
+                    self.mark_unsaved(error.to_string(), base);
+                }
                 self.state.last_failure = Some((error, Instant::now()));
                 let waiters = std::mem::take(&mut self.waiters);
                 for waiter in waiters {
@@ -566,32 +573,18 @@ impl FlightTask {
             }
             (StoredAction::Confirm, _) => self.mark_saved(),
             (StoredAction::Rebound(mark), _) => {
-                if let Some(ours) = ours {
-                    let mut token = Token::from_stored(
-                        &ours.to_stored(&self.cred.key),
-                        ours.trigger,
-                        now,
-                        grace,
-                    );
-                    if let Some(mark) = mark {
-                        token = token.trusted_at_most_until(trust_bound(mark, grace, now));
-                    }
-                    if let Some(own) = self.state.unconfirmed {
-                        token = token.trusted_at_most_until(trust_bound(
-                            unix_millis(own.since),
-                            grace,
-                            now,
-                        ));
-                    }
-                    if ours.is_rejected() {
-                        token = token.marked_rejected();
-                    }
-                    if token.trusted_until() != ours.trusted_until() {
-                        self.cred.rebound(token);
-                    }
+                // The bound the store's mark sets, tightened by our own unknown call.
+                let bound = [mark, self.state.unconfirmed.map(|u| unix_millis(u.since))]
+                    .into_iter()
+                    .flatten()
+                    .map(|since| trust_bound(since, grace, now))
+                    .min();
+                if let Some(ours) = ours
+                    && ours.trusted_until() != bound
+                {
+                    self.cred.rebound(ours.with_trusted_until(bound));
                 }
             }
-            // Tried at the next wake-up, like a failed save.
             // Tried at the next wake-up, over what the store holds now.
             (StoredAction::WriteBack, _) => {
                 let base = stored.map_or(0, |s| s.version);
@@ -614,28 +607,6 @@ impl FlightTask {
                 self.state.conflict = Some(baseline);
             }
             _ => {}
-        }
-    }
-}
-
-/// Keeps the facts a flight decides on: the state it started with, and how far it
-/// got. Used by `executor`.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Progress {
-    pub lease: LeaseFact,
-    pub journal: JournalFact,
-    /// The time the pending mark written says (the earliest unconfirmed call's start).
-    pub mark: Option<SystemTime>,
-    pub probe: ProbeFact,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self {
-            lease: LeaseFact::NotTried,
-            journal: JournalFact::NotTried,
-            mark: None,
-            probe: ProbeFact::NotTried,
         }
     }
 }

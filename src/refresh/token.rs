@@ -63,25 +63,23 @@ impl Token {
         }
     }
 
-    /// The end of what may be served: WeChat's lifetime on both clocks and the trust
-    /// bound, whichever comes first.
-    fn end(&self, now: SystemTime) -> Instant {
-        let instant = Instant::now();
-        let by_wall = instant + self.expires_at.duration_since(now).unwrap_or_default();
-        let mut end = by_wall.min(self.deadline);
-        if let Some(bound) = self.trusted_until {
-            end = end.min(bound);
-        }
+    /// The end of what may be served, given the monotonic `instant` now: WeChat's
+    /// lifetime on both clocks and the trust bound, whichever comes first.
+    fn end(&self, now: SystemTime, instant: Instant) -> Instant {
         if self.rejected {
-            end = instant;
+            return instant;
         }
-        end
+        let by_wall = instant + self.expires_at.duration_since(now).unwrap_or_default();
+        let end = by_wall.min(self.deadline);
+        self.trusted_until.map_or(end, |bound| end.min(bound))
     }
 
     /// Life left to serve at `now` (zero once it may no longer be served): the wall
-    /// clock, the monotonic one and the trust bound, whichever says less.
+    /// clock, the monotonic one and the trust bound, whichever says less. One reading
+    /// of the monotonic clock: this is on the serving path.
     pub fn remaining(&self, now: SystemTime) -> Duration {
-        self.end(now).saturating_duration_since(Instant::now())
+        let instant = Instant::now();
+        self.end(now, instant).saturating_duration_since(instant)
     }
 
     /// WeChat's own life left, ignoring what this server learned about replacement
@@ -127,6 +125,14 @@ impl Token {
     /// Has a probe found it rejected?
     pub fn is_rejected(&self) -> bool {
         self.rejected
+    }
+
+    /// A copy trusted until exactly `bound` (`None`: no bound), all else kept.
+    pub fn with_trusted_until(&self, bound: Option<Instant>) -> Self {
+        Self {
+            trusted_until: bound,
+            ..self.clone()
+        }
     }
 
     /// A copy trusted at most until `bound`.
