@@ -15,6 +15,7 @@ use crate::http::{self, AppState};
 use crate::log_limit::LOG_INTERVAL;
 use crate::metrics::Metrics;
 use crate::refresh::Refresher;
+use crate::registry::Registry;
 use crate::server::{self, Limits};
 use crate::store::{EmbeddedStore, Instrumented, MemoryStore, RedisStore, TokenStore};
 use crate::upstream::Upstream;
@@ -23,6 +24,7 @@ use crate::upstream::Upstream;
 pub struct App {
     listener: TcpListener,
     refresher: Arc<Refresher>,
+    registry: Arc<Registry>,
     /// Kept for the refusal log's summary lines (`state.refusals`).
     state: AppState,
     router: axum::Router,
@@ -44,6 +46,17 @@ impl App {
         let upstream = Upstream::new(config.refresh.upstream_timeout)
             .context("cannot initialise the HTTP client")?;
         let refresher = Arc::new(Refresher::new(&config, store, upstream, metrics));
+        let registry = Arc::new(Registry::new(&config, refresher.clone()));
+        // Registry apps join the catalog before the stored tokens are read, so that
+        // one read restores theirs too.
+        match registry.load().await {
+            Ok(0) => {}
+            Ok(apps) => tracing::info!(apps, "registry apps loaded"),
+            Err(error) if refresher.store().is_shared() => {
+                tracing::error!(%error, "cannot read the registry from the shared store at start-up; following it once it answers");
+            }
+            Err(error) => return Err(error).context("cannot read the app registry"),
+        }
         // A shared store that is down at start-up is not fatal: the sync task reads it
         // as soon as it answers, and tokens are fetched meanwhile.
         let restored = match refresher.restore().await {
@@ -56,15 +69,16 @@ impl App {
         };
         tracing::info!(
             restored,
-            tokens = refresher.credentials().len(),
+            tokens = refresher.catalog().credential_count(),
             "token store loaded"
         );
         let auth =
             Auth::new(config.server.request_secret.clone()).with_clients(config.clients.clone());
-        let state = AppState::new(refresher.clone(), auth, &config.apps);
+        let state = AppState::new(refresher.clone(), auth, registry.clone());
         Ok(Self {
             listener,
             refresher,
+            registry,
             router: http::router(state.clone()),
             state,
             limits: Limits::new(&config.server),
@@ -104,6 +118,7 @@ impl App {
         let tracker = TaskTracker::new();
         let tasks = CancellationToken::new();
         self.refresher.spawn(&tracker, &tasks);
+        self.registry.spawn_follow(&tracker, &tasks);
         spawn_refusal_summaries(self.state.clone(), &tracker, &tasks);
         tracker.close();
         tracing::info!(addr = %self.listener.local_addr()?, "serving");

@@ -52,6 +52,8 @@ pub enum Refusal {
     Token,
     #[error("the client may read but not refresh tokens")]
     Refresh,
+    #[error("the client may not manage apps (it needs admin = true)")]
+    Admin,
 }
 
 impl Auth {
@@ -126,6 +128,19 @@ impl Caller {
         }
     }
 
+    /// May the caller manage the runtime app registry (`/v1/apps`)? The request
+    /// secret and `admin = true` clients.
+    ///
+    /// # Errors
+    /// [`Refusal::Admin`].
+    pub fn check_admin(&self) -> Result<(), Refusal> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Client(client) if client.admin => Ok(()),
+            Caller::Client(_) => Err(Refusal::Admin),
+        }
+    }
+
     /// May the caller see anything of `app`?
     pub fn may_use_app(&self, app: &str) -> bool {
         match self {
@@ -195,6 +210,7 @@ mod tests {
             tokens: Scope::Only(vec!["access_token".into()]),
             refresh: false,
             networks: networks.map(|n| vec![n.parse().unwrap()]),
+            admin: false,
         }
     }
 

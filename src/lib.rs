@@ -14,6 +14,8 @@
 //! - [`refresh`]: the rules as pure functions (`decide`), one flight task per token
 //!   (mailbox, shared flight, schedule) and its executor, the cluster lease and sync,
 //!   the quota guard, readiness; tested in `tests/sim` by deterministic simulation.
+//! - [`registry`]: the runtime app registry (`/v1/apps`), kept in the store and
+//!   followed by every instance; secrets sealed at rest.
 //! - [`auth`]: the request secret and client keys, scopes and networks.
 //! - [`http`]: the router, the seed routes, the JSON API `/v1`, health and status page,
 //!   `/metrics`.
@@ -38,6 +40,7 @@ pub mod jssdk;
 pub mod log_limit;
 pub mod metrics;
 pub mod refresh;
+pub mod registry;
 pub mod server;
 pub mod shutdown;
 pub mod simulator;

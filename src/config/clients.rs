@@ -45,6 +45,8 @@ pub struct ClientConfig {
     pub refresh: bool,
     /// Source networks it may call from; `None`: any.
     pub networks: Option<Vec<IpNet>>,
+    /// May it manage the runtime app registry (`/v1/apps`)?
+    pub admin: bool,
 }
 
 /// Validates every `[clients.NAME]` against the configured apps.
@@ -82,20 +84,29 @@ pub fn parse_clients(
             ));
         }
         let apps_scope = scope(&format!("{key}.apps"), raw.apps)?;
+        // A name the config does not define may be an app of the runtime registry,
+        // which the config cannot know; a name that could never be an app is refused.
         if let Scope::Only(names) = &apps_scope
-            && let Some(unknown) = names.iter().find(|n| !apps.iter().any(|a| &a.name == *n))
+            && let Some(bad) = names.iter().find(|n| !is_valid_name(n))
         {
             return Err(Error::invalid(
                 format!("{key}.apps"),
-                format!("no app named {unknown:?} is configured"),
+                format!("{bad:?} is not an app name (letters, digits, '_', '-' and '.')"),
             ));
         }
+        // May the scope reach registry apps, whose tokens have the presets' names?
+        let registry_apps = match &apps_scope {
+            Scope::All => true,
+            Scope::Only(names) => names.iter().any(|n| !apps.iter().any(|a| &a.name == n)),
+        };
         let tokens = scope(&format!("{key}.tokens"), raw.tokens)?;
         if let Scope::Only(names) = &tokens {
             let reachable = |token: &str| {
-                apps.iter()
-                    .filter(|a| apps_scope.allows(&a.name))
-                    .any(|a| a.source(token).is_some())
+                (registry_apps && super::presets::TOKEN_NAMES.contains(&token))
+                    || apps
+                        .iter()
+                        .filter(|a| apps_scope.allows(&a.name))
+                        .any(|a| a.source(token).is_some())
             };
             if let Some(unknown) = names.iter().find(|n| !reachable(n)) {
                 return Err(Error::invalid(
@@ -115,6 +126,7 @@ pub fn parse_clients(
             tokens,
             refresh: raw.refresh,
             networks,
+            admin: raw.admin,
         });
     }
     Ok(clients)

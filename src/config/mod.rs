@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use clients::{ClientConfig, Scope, sha256};
-pub use presets::{MP_API_BASE, Platform, Preset, WECOM_API_BASE};
+pub use presets::{
+    MP_API_BASE, Platform, Preset, SECRET_KEYS, TOKEN_NAMES, WECOM_API_BASE, preset_app,
+};
 pub use raw::{Backend, Method};
 pub use sources::{AppConfig, ForcedMode, SourceConfig};
 
@@ -93,6 +95,44 @@ pub struct StoreConfig {
     pub redis_url: Secret,
     /// Prefix of every Redis key; "" keeps the seed's plain keys.
     pub key_prefix: String,
+    /// Seals the registry's app secrets at rest (`store.encryption_key`, 32 bytes).
+    pub encryption_key: Option<EncryptionKey>,
+}
+
+/// A 32-byte key for the AEAD that seals secrets at rest. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptionKey(pub [u8; 32]);
+
+impl std::fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncryptionKey(***)")
+    }
+}
+
+impl EncryptionKey {
+    /// Parses 64 hex digits or the base64 of 32 bytes.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `store.encryption_key`.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        use base64::Engine;
+        let text = text.trim();
+        let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .ok()
+        } else {
+            base64::engine::general_purpose::STANDARD.decode(text).ok()
+        };
+        match bytes.map(<[u8; 32]>::try_from) {
+            Some(Ok(key)) => Ok(Self(key)),
+            _ => Err(Error::invalid(
+                "store.encryption_key",
+                "must be 32 bytes written as 64 hex digits or in base64 (make one with: openssl rand -hex 32)",
+            )),
+        }
+    }
 }
 
 /// `[refresh]`: when and how tokens are renewed.
@@ -249,6 +289,12 @@ impl Config {
                 path: raw.store.path,
                 redis_url: Secret::new(raw.store.redis_url.unwrap_or_default()),
                 key_prefix: raw.store.key_prefix,
+                encryption_key: raw
+                    .store
+                    .encryption_key
+                    .as_deref()
+                    .map(EncryptionKey::parse)
+                    .transpose()?,
             },
             refresh,
             quota,

@@ -20,6 +20,17 @@ pub const MP_API_BASE: &str = "https://api.weixin.qq.com";
 /// WeChat's public host for WeCom.
 pub const WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
 
+/// Every token name a preset app may have (of any platform).
+pub const TOKEN_NAMES: [&str; 4] = [
+    "access_token",
+    "jsapi_ticket",
+    "wx_card_ticket",
+    "agent_config_ticket",
+];
+
+/// Keys of an `[apps.NAME]` table that hold secrets: never shown, sealed at rest.
+pub const SECRET_KEYS: [&str; 2] = ["secret", "corpsecret"];
+
 /// Which WeChat platform a preset app is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {

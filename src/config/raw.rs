@@ -98,6 +98,7 @@ pub struct RawStore {
     pub path: PathBuf,
     pub redis_url: Option<String>,
     pub key_prefix: String,
+    pub encryption_key: Option<String>,
 }
 
 impl Default for RawStore {
@@ -107,6 +108,7 @@ impl Default for RawStore {
             path: PathBuf::from("./data"),
             redis_url: None,
             key_prefix: String::new(),
+            encryption_key: None,
         }
     }
 }
@@ -216,4 +218,6 @@ pub struct RawClient {
     #[serde(default)]
     pub refresh: bool,
     pub networks: Option<Vec<String>>,
+    #[serde(default)]
+    pub admin: bool,
 }

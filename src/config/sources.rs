@@ -18,6 +18,10 @@ pub struct AppConfig {
     /// What the app is on WeChat when it comes from an `[apps.NAME]` preset: JS-SDK
     /// signatures need its id. `None` for `[sources]`.
     pub preset: Option<super::presets::Preset>,
+    /// Identifies the definition of a registry app (a digest of it), stored with its
+    /// tokens so that a token of an earlier definition is never served for a later
+    /// one. `None` for the config file's apps.
+    pub generation: Option<String>,
 }
 
 impl AppConfig {
@@ -295,6 +299,7 @@ pub fn order_app(app: &str, section: &str, sources: Vec<SourceConfig>) -> Result
         .collect();
     Ok(AppConfig {
         name: app.to_owned(),
+        generation: None,
         sources,
         preset: None,
     })

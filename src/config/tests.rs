@@ -450,7 +450,12 @@ fn clients_are_validated_and_errors_name_their_key() {
             format!("{base}key_sha256 = \"abc\"\napps = \"*\"\ntokens = \"*\"\n"),
             "clients.web.key_sha256",
         ),
-        (ok.replace("[\"shop\"]", "[\"shp\"]"), "clients.web.apps"),
+        // An app the config does not define may be a registry app; a name that can
+        // never be an app is refused.
+        (
+            ok.replace("[\"shop\"]", "[\"../shop\"]"),
+            "clients.web.apps",
+        ),
         (
             ok.replace("[\"jsapi_ticket\"]", "[\"agent_config_ticket\"]"),
             "clients.web.tokens",

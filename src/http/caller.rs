@@ -155,6 +155,7 @@ mod tests {
             tokens: Scope::Only(vec!["access_token".into()]),
             refresh: false,
             networks: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+            admin: false,
         };
         let auth = Auth::new(Secret::new("secret")).with_clients([shop_only]);
         let log = LogLimiter::new(2, Duration::from_secs(3600));

@@ -13,7 +13,7 @@ use super::AppState;
 use super::caller::{Denied, Peer, identify, permit};
 use super::error::ApiError;
 use crate::auth::{Action, presented_secret};
-use crate::refresh::{Credential, Token};
+use crate::refresh::{Catalog, Credential, Token};
 
 /// Longest query string accepted. Real queries are a few hundred bytes (a 512-byte
 /// `stale` token at most); anything longer is hostile or broken.
@@ -72,11 +72,10 @@ fn denied(denied: Denied) -> ApiError {
 
 /// The token a seed request means by `name`: `ticket` is the jsapi ticket of apps
 /// that have no token called `ticket` (presets name it `jsapi_ticket`).
-fn canonical_name<'a>(state: &AppState, app: &str, name: &'a str) -> &'a str {
-    let refresher = &state.refresher;
+fn canonical_name<'a>(catalog: &Catalog, app: &str, name: &'a str) -> &'a str {
     if name == "ticket"
-        && refresher.credential(app, name).is_none()
-        && refresher.credential(app, "jsapi_ticket").is_some()
+        && catalog.credential(app, name).is_none()
+        && catalog.credential(app, "jsapi_ticket").is_some()
     {
         "jsapi_ticket"
     } else {
@@ -87,7 +86,8 @@ fn canonical_name<'a>(state: &AppState, app: &str, name: &'a str) -> &'a str {
 /// Authenticates, checks the caller's scope, then finds the credential the request
 /// names.
 fn resolve<'a>(
-    state: &'a AppState,
+    state: &AppState,
+    catalog: &'a Catalog,
     route: &'static str,
     action: Action,
     (headers, peer): (&HeaderMap, Peer),
@@ -106,11 +106,10 @@ fn resolve<'a>(
     let name = params.kind.as_deref().ok_or_else(|| {
         ApiError::not_found().with_message("missing type= (the token name, e.g. access_token)")
     })?;
-    let name = canonical_name(state, app, name);
+    let name = canonical_name(catalog, app, name);
     // Scope before existence, so that a client learns nothing outside its scope.
     permit(&state.refusals, &caller, route, app, name, action).map_err(denied)?;
-    state
-        .refresher
+    catalog
         .credential(app, name)
         .ok_or_else(ApiError::not_found)
 }
@@ -118,9 +117,13 @@ fn resolve<'a>(
 /// `GET /wechat/token`: the current token from memory. The hot path: the request is
 /// taken whole so that neither headers nor query are copied.
 pub async fn get_token(State(state): State<AppState>, peer: Peer, request: Request) -> Response {
+    // The catalog of this moment, borrowed for the request: no reference count is
+    // touched on the hot path.
+    let catalog = state.refresher.catalog();
     let result = Params::parse(request.uri().query()).and_then(|params| {
         let cred = resolve(
             &state,
+            &catalog,
             ROUTE_TOKEN,
             Action::Read,
             (request.headers(), peer),
@@ -150,6 +153,7 @@ pub async fn force_refresh(
     };
     let cred = match resolve(
         &state,
+        &state.refresher.catalog(),
         ROUTE_FORCE,
         Action::Refresh,
         (request.headers(), peer),

@@ -2,12 +2,14 @@
 //!
 //! - [`legacy`]: the Python original's `/wechat/token` routes.
 //! - [`v1`]: the JSON API.
+//! - [`apps`]: `/v1/apps`, the runtime app registry.
 //! - [`caller`]: who is calling and what they may do, for both.
 //! - [`health`]: `/healthz`, `/readyz`.
 //! - [`status_page`]: `/`, the status page for people.
 //! - [`metrics`]: `/metrics` and the request-measuring middleware.
 //! - [`error`]: error responses.
 
+mod apps;
 mod caller;
 pub mod error;
 mod health;
@@ -16,7 +18,6 @@ mod metrics;
 mod status_page;
 pub mod v1;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -26,10 +27,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 
 use crate::auth::Auth;
-use crate::config::{AppConfig, Preset};
 use crate::log_limit::LogLimiter;
 use crate::metrics::UNMATCHED_ROUTE;
 use crate::refresh::Refresher;
+use crate::registry::Registry;
 
 /// What every handler can reach. One `Arc`: axum clones the state for every request,
 /// and one atomic increment is all that should cost on the token route.
@@ -40,10 +41,11 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub refresher: Arc<Refresher>,
     pub auth: Auth,
-    /// The app used when a request names none: `default`, else the only app.
+    /// The runtime app registry, `/v1/apps`.
+    pub registry: Arc<Registry>,
+    /// The app used when a request names none: `default`, else the only app of the
+    /// config file.
     pub default_app: Option<Arc<str>>,
-    /// What each preset app is on WeChat, for JS-SDK signatures and `/v1/status`.
-    pub presets: HashMap<String, Preset>,
     /// Keeps refused requests from flooding the log (see [`caller`]); `App::run` writes
     /// its summary lines.
     pub refusals: LogLimiter,
@@ -58,14 +60,14 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// `apps`: the configured apps, whose presets (`[apps.NAME]`) JS-SDK signatures and
-    /// `/v1/status` need.
-    pub fn new<'a>(
-        refresher: Arc<Refresher>,
-        auth: Auth,
-        apps: impl IntoIterator<Item = &'a AppConfig>,
-    ) -> Self {
-        let names: Vec<&str> = refresher.app_names().collect();
+    pub fn new(refresher: Arc<Refresher>, auth: Auth, registry: Arc<Registry>) -> Self {
+        let catalog = refresher.snapshot();
+        let names: Vec<&str> = catalog
+            .apps()
+            .iter()
+            .filter(|e| e.origin == crate::refresh::Origin::Config)
+            .map(|e| e.name())
+            .collect();
         let default_app = if names.contains(&crate::config::DEFAULT_APP) {
             Some(crate::config::DEFAULT_APP.into())
         } else if names.len() == 1 {
@@ -73,15 +75,11 @@ impl AppState {
         } else {
             None
         };
-        let presets = apps
-            .into_iter()
-            .filter_map(|a| Some((a.name.clone(), a.preset.clone()?)))
-            .collect();
         Self(Arc::new(Shared {
             refresher,
             auth,
+            registry,
             default_app,
-            presets,
             refusals: LogLimiter::default(),
         }))
     }
@@ -89,7 +87,7 @@ impl AppState {
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    let routes: [(&'static str, MethodRouter<AppState>); 13] = [
+    let routes: [(&'static str, MethodRouter<AppState>); 15] = [
         ("/wechat/token", get(legacy::get_token)),
         ("/wechat/token/forcerefresh", get(legacy::force_refresh)),
         ("/v1/tokens/{app}/{name}", get(v1::get_token)),
@@ -97,6 +95,11 @@ pub fn router(state: AppState) -> Router {
         ("/v1/status", get(v1::status)),
         ("/v1/jssdk/{app}/signature", get(v1::jssdk_signature)),
         ("/v1/openapi.json", get(v1::openapi)),
+        ("/v1/apps", get(apps::list)),
+        (
+            "/v1/apps/{app}",
+            get(apps::get).put(apps::put).delete(apps::delete),
+        ),
         ("/", get(status_page::index)),
         ("/healthz", get(health::healthz)),
         ("/readyz", get(health::readyz)),

@@ -87,8 +87,8 @@ fn render(refresher: &Refresher, problems: &[String], now: SystemTime) -> String
         }
         out.push_str("</ul></section>");
     }
-    let creds = refresher.credentials();
-    for app in refresher.app_names() {
+    for entry in refresher.snapshot().apps() {
+        let app = entry.name();
         let _ = write!(
             out,
             "<section class=\"app\"><h2>App <code>{}</code></h2><table><thead><tr>\
@@ -96,7 +96,7 @@ fn render(refresher: &Refresher, problems: &[String], now: SystemTime) -> String
              <th>Last error</th><th>WeChat calls today</th></tr></thead><tbody>",
             escape(app)
         );
-        for cred in creds.iter().filter(|c| c.key.app == app) {
+        for cred in &entry.creds {
             row(&mut out, refresher, cred, now);
         }
         out.push_str("</tbody></table></section>");

@@ -70,13 +70,13 @@ fn path_pair(
 }
 
 /// The credential `app`/`name`, after checking that the caller may do `action` on it.
-fn credential<'a>(
-    state: &'a AppState,
+fn credential(
+    state: &AppState,
     caller: &Caller,
     route: &'static str,
     (app, name): (&str, &str),
     action: Action,
-) -> Result<&'a std::sync::Arc<Credential>, ApiError> {
+) -> Result<std::sync::Arc<Credential>, ApiError> {
     // Scope before existence, so that a client learns nothing outside its scope.
     permit(&state.refusals, caller, route, app, name, action).map_err(denied)?;
     state.refresher.credential(app, name).ok_or_else(|| {
@@ -139,7 +139,7 @@ pub async fn get_token(
     let (app, name) = path_pair(path)?;
     let cred = credential(&state, &caller, ROUTE_TOKEN, (&app, &name), Action::Read)?;
     match state.refresher.serve(&app, &name) {
-        Ok(token) => Ok(token_body(cred, &token)),
+        Ok(token) => Ok(token_body(&cred, &token)),
         Err(LookupError::Unknown) => Err(ApiError::v1(Code::NotFound, "no such token")),
         Err(LookupError::NotReady) => Err(not_ready(&app, &name)),
     }
@@ -189,7 +189,7 @@ pub async fn refresh(
         Action::Refresh,
     )?;
     let stale = parse_refresh_body(&body)?;
-    match state.refresher.force_refresh(cred, stale.as_deref()).await {
+    match state.refresher.force_refresh(&cred, stale.as_deref()).await {
         Ok((_, Decision::RateLimited)) => {
             let wait = state
                 .refresher
@@ -212,7 +212,7 @@ pub async fn refresh(
                 decision = decision.as_str(),
                 "force refresh"
             );
-            Ok(token_body(cred, &token))
+            Ok(token_body(&cred, &token))
         }
         Err(error) => Err(ApiError::v1_refresh(&error)),
     }
@@ -248,18 +248,18 @@ pub async fn status(
     let caller = caller(&state, ROUTE_STATUS, &headers, peer)?;
     let now = SystemTime::now();
     let mut apps: Vec<Value> = Vec::new();
-    for app in state.refresher.app_names() {
-        let tokens: Vec<Value> = state
-            .refresher
-            .credentials()
+    for entry in state.refresher.snapshot().apps() {
+        let app = entry.name();
+        let tokens: Vec<Value> = entry
+            .creds
             .iter()
-            .filter(|c| c.key.app == app && caller.check(app, &c.key.name, Action::Read).is_ok())
+            .filter(|c| caller.check(app, &c.key.name, Action::Read).is_ok())
             .map(|c| token_status(c, now))
             .collect();
         if tokens.is_empty() {
             continue;
         }
-        let platform = state.presets.get(app).map(|p| p.platform.as_str());
+        let platform = entry.preset().map(|p| p.platform.as_str());
         apps.push(json!({"app": app, "platform": platform, "tokens": tokens}));
     }
     Ok(Json(json!({"apps": apps})).into_response())
@@ -315,10 +315,11 @@ pub async fn jssdk_signature(
         })?;
     let url = jssdk::page_url(&raw_url).map_err(|m| ApiError::v1(Code::BadRequest, m))?;
     permit_app(&state.refusals, &caller, ROUTE_JSSDK, &app).map_err(denied)?;
-    let preset = state.presets.get(app.as_str()).ok_or_else(|| {
+    let entry = state.refresher.app(&app);
+    let preset = entry.as_ref().and_then(|e| e.preset()).ok_or_else(|| {
         ApiError::v1(
             Code::NotFound,
-            format!("no preset app {app:?}: JS-SDK signatures need an [apps.NAME] of platform mp or wecom"),
+            format!("no preset app {app:?}: JS-SDK signatures need an [apps.NAME] (or a registry app) of platform mp or wecom"),
         )
     })?;
     let ticket = ticket(&state, &caller, &app, "jsapi_ticket", "jsapi")?;

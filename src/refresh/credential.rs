@@ -40,6 +40,9 @@ pub struct Status {
 pub struct Credential {
     pub key: CredentialKey,
     pub source: SourceConfig,
+    /// Its app's definition (registry apps), stored with each token: records of
+    /// another definition are not this credential's (see `StoredToken::generation`).
+    pub generation: Option<String>,
     /// Its metric labels, resolved once so that recording never allocates.
     pub labels: CredentialLabels,
     /// The token being served. An `ArcSwap`: readers on every core load it without
@@ -72,12 +75,18 @@ pub struct Credential {
 
 impl Credential {
     pub fn new(app: &str, source: SourceConfig) -> Self {
+        Self::of_generation(app, source, None)
+    }
+
+    /// A credential of the app definition `generation` (see the field).
+    pub fn of_generation(app: &str, source: SourceConfig, generation: Option<String>) -> Self {
         let endpoint = source.urls.first().map_or("", |url| url.path());
         let (mailbox, inbox) = mpsc::channel(MAILBOX_CAPACITY);
         Self {
             key: CredentialKey::new(app, &source.name),
             labels: CredentialLabels::new(app, &source.name, endpoint),
             source,
+            generation,
             current: ArcSwapOption::empty(),
             mailbox,
             inbox: Mutex::new(Some(inbox)),
@@ -89,6 +98,19 @@ impl Credential {
             unsaved_fetch: Mutex::new(None),
             status: Mutex::new(Status::default()),
         }
+    }
+
+    /// `token` as this credential stores it.
+    pub fn record_of(&self, token: &Token) -> crate::store::StoredToken {
+        let mut record = token.to_stored(&self.key);
+        record.generation.clone_from(&self.generation);
+        record
+    }
+
+    /// Is `stored` a record of this credential's definition? Others (of an earlier or
+    /// later definition of its app) are never served by it.
+    pub fn owns(&self, stored: &crate::store::StoredToken) -> bool {
+        stored.generation == self.generation
     }
 
     /// The current token, live or not.

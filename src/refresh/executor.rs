@@ -436,7 +436,7 @@ async fn call(
             cred.record_success(now);
             let saved = refresher
                 .store
-                .save_over(&token.to_stored(&cred.key), report.base)
+                .save_over(&cred.record_of(&token), report.base)
                 .await;
             match saved {
                 Ok(SaveOutcome::Saved) => {

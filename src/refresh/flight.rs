@@ -261,7 +261,7 @@ impl FlightTask {
         {
             self.idle_wake = false;
             let store = self.refresher.store.clone();
-            let record = token.to_stored(&self.cred.key);
+            let record = self.cred.record_of(&token);
             let expected = unsaved.base;
             self.running = Some(Running::Save(tokio::spawn(async move {
                 let outcome = store.save_over(&record, expected).await;
@@ -554,6 +554,9 @@ impl FlightTask {
         let now = self.now();
         let now_ms = unix_millis(now);
         self.cred.saw_stored(stored.map_or(0, |s| s.version));
+        // A record of another definition of the app is no token of ours: as if the
+        // store held none, ours is written over it (a compare-and-set on its version).
+        let stored = stored.filter(|s| self.cred.owns(s));
         if stored.is_some_and(|s| !s.is_sane(now_ms)) {
             tracing::warn!(key = %self.cred.key, "ignoring a stored token that may not be served (bad value, lifetime over 7 days or refreshed in the future)");
         }

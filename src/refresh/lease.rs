@@ -37,7 +37,9 @@ const LEASE_WAIT_LIMIT: Duration = Duration::from_secs(120);
 /// holder's token arrives).
 const LEASE_POLL: Duration = Duration::from_millis(100);
 
-/// What waiting for the lease gave.
+/// What waiting for the lease gave. Made once per flight and matched at once, so
+/// the size of `Held` does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Acquired {
     /// We may call WeChat. `guard` holds the lease (`None`: a store of one instance
     /// needs none); `stored` is what the store holds now (the previous holder may

@@ -10,6 +10,8 @@
 //! - [`call`]: one upstream call with its quota check, metrics and failure log.
 //! - [`api`]: what is needed of WeChat, as a trait (HTTP client, or a simulated WeChat).
 //! - [`token`], [`credential`]: a served token and its bounds; a credential's shared state.
+//! - [`catalog`]: the apps and their credentials, changed at runtime without a lock on
+//!   the serving path.
 //! - [`lease`]: the cluster-wide lease that lets one instance refresh a token at a time.
 //! - [`sync`]: with a shared store, handing other instances' records to the flight tasks.
 //! - [`quota`]: the quota guard (daily counts, reserve, 45009).
@@ -20,6 +22,7 @@
 
 pub mod api;
 mod call;
+pub mod catalog;
 pub mod clock;
 mod credential;
 pub mod decide;
@@ -33,9 +36,10 @@ mod stable;
 mod sync;
 mod token;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, Guard};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -44,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use api::TokenApi;
+pub use catalog::{AppEntry, Catalog, Origin};
 pub use clock::Clock;
 pub use credential::{Credential, MAILBOX_CAPACITY, Status, Token};
 pub use decide::{backoff, refresh_lead};
@@ -52,10 +57,10 @@ pub use flight::{Decision, MAX_WAITERS};
 pub use quota::QuotaGuard;
 pub use stable::{FORCED_PER_DAY, FORCED_SPACING};
 
-use crate::config::{Config, RefreshConfig};
+use crate::config::{AppConfig, Config, RefreshConfig};
 use crate::domain::{from_unix_millis, unix_millis};
 use crate::metrics::Metrics;
-use crate::store::TokenStore;
+use crate::store::{StoredToken, TokenStore};
 use flight::{FlightTask, Msg};
 
 /// What caused a refresh.
@@ -116,12 +121,14 @@ pub struct Parts {
 
 /// Every credential of every app, with what it needs to refresh them.
 pub struct Refresher {
-    /// app name -> token name -> credential. Two levels so that lookups by `&str` need
-    /// no allocation on the serving path.
-    apps: HashMap<String, HashMap<String, Arc<Credential>>>,
-    /// Credentials in config order (apps in order, each app's sources in dependency
-    /// order), for status listings and start-up.
-    ordered: Vec<Arc<Credential>>,
+    /// The apps and their credentials; replaced as a whole when an app is added or
+    /// removed, so that readers never wait.
+    catalog: ArcSwap<Catalog>,
+    /// Serialises catalog changes (each builds on the one before).
+    changing: Mutex<()>,
+    /// Where flight tasks run, once [`spawn`](Self::spawn) was called: apps added
+    /// later get their tasks there at once.
+    running: OnceLock<Running>,
     store: Arc<dyn TokenStore>,
     api: Arc<dyn TokenApi>,
     settings: RefreshConfig,
@@ -133,6 +140,12 @@ pub struct Refresher {
     /// Flights under way, each a task of its own so that a client hanging up cannot
     /// cancel a call to WeChat halfway; a graceful shutdown waits for them.
     flights: TaskTracker,
+}
+
+/// The tracker and stop token that flight tasks run under.
+struct Running {
+    tracker: TaskTracker,
+    cancel: CancellationToken,
 }
 
 impl Refresher {
@@ -158,24 +171,20 @@ impl Refresher {
 
     /// A refresher from explicit parts.
     pub fn from_parts(config: &Config, parts: Parts) -> Self {
-        let mut apps: HashMap<String, HashMap<String, Arc<Credential>>> = HashMap::new();
-        let mut ordered = Vec::new();
-        for app in &config.apps {
-            for source in &app.sources {
-                let cred = Arc::new(Credential::new(&app.name, source.clone()));
-                apps.entry(app.name.clone())
-                    .or_default()
-                    .insert(source.name.clone(), cred.clone());
-                ordered.push(cred);
-            }
-        }
+        let catalog = Catalog::new(
+            config
+                .apps
+                .iter()
+                .map(|app| Arc::new(AppEntry::new(app.clone(), Origin::Config))),
+        );
         let rng = match parts.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
         Self {
-            apps,
-            ordered,
+            catalog: ArcSwap::from_pointee(catalog),
+            changing: Mutex::new(()),
+            running: OnceLock::new(),
             quota: QuotaGuard::new(config.quota, parts.store.clone()),
             store: parts.store,
             api: parts.api,
@@ -189,17 +198,120 @@ impl Refresher {
     }
 
     /// Starts one flight task per credential, and with a shared store the task that
-    /// follows it. They stop on `cancel`, each after finishing its flight.
+    /// follows it. They stop on `cancel`, each after finishing its flight. Apps added
+    /// later start their tasks at once.
     pub fn spawn(self: &Arc<Self>, tracker: &TaskTracker, cancel: &CancellationToken) {
-        for cred in &self.ordered {
+        let running = Running {
+            tracker: tracker.clone(),
+            cancel: cancel.clone(),
+        };
+        if self.running.set(running).is_err() {
+            return; // already running
+        }
+        for entry in self.catalog().apps() {
+            self.spawn_app(entry);
+        }
+        self.spawn_sync(tracker, cancel);
+    }
+
+    /// Starts the flight tasks of `entry`, if the refresher runs.
+    fn spawn_app(self: &Arc<Self>, entry: &AppEntry) {
+        let Some(running) = self.running.get() else {
+            return;
+        };
+        let stop = running.cancel.child_token();
+        let mut tasks = entry.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        for cred in &entry.creds {
             let inbox = cred.inbox.lock().unwrap_or_else(|e| e.into_inner()).take();
             let Some(inbox) = inbox else {
                 continue; // already running
             };
             let task = FlightTask::new(self.clone(), cred.clone());
-            tracker.spawn(task.run(inbox, cancel.clone()));
+            tasks.push(running.tracker.spawn(task.run(inbox, stop.clone())));
         }
-        self.spawn_sync(tracker, cancel);
+        // A removal between the catalog swap and here has cancelled `entry.stop`.
+        let linked = entry.stop.clone();
+        running.tracker.spawn(async move {
+            tokio::select! {
+                () = linked.cancelled() => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// Adds `config` (or puts it in place of the app of that name, which is stopped
+    /// and returned): its stored tokens are served at once, today's quota counts
+    /// loaded, and its flight tasks started. Serving the other apps never waits.
+    ///
+    /// # Errors
+    /// When the store cannot be read; nothing is changed then.
+    pub async fn add_app(
+        self: &Arc<Self>,
+        config: AppConfig,
+        origin: Origin,
+    ) -> Result<Option<Arc<AppEntry>>, crate::store::Error> {
+        let entry = Arc::new(AppEntry::new(config, origin));
+        let now = self.clock.now();
+        let mut stored = Vec::new();
+        for cred in &entry.creds {
+            stored.push(self.store.load(&cred.key).await?);
+        }
+        for (cred, stored) in entry.creds.iter().zip(stored) {
+            if let Some(stored) = stored {
+                self.install_stored(cred, &stored, now);
+            }
+        }
+        let app: Arc<str> = entry.name().into();
+        self.quota.restore([&app], now).await?;
+        let replaced = {
+            let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+            let current = self.catalog.load();
+            let replaced = current.app(entry.name()).cloned();
+            self.catalog.store(Arc::new(current.with(entry.clone())));
+            replaced
+        };
+        if let Some(old) = &replaced {
+            old.stop.cancel();
+        }
+        self.spawn_app(&entry);
+        Ok(replaced)
+    }
+
+    /// Adds `apps` at start-up, before [`restore`](Self::restore) reads the store for
+    /// every app at once and [`spawn`](Self::spawn) starts them: one catalog change
+    /// for all, no store read per app.
+    pub fn add_apps_at_start(&self, apps: Vec<AppConfig>) {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.catalog.load();
+        let entries = current.apps().iter().cloned().chain(
+            apps.into_iter()
+                .map(|app| Arc::new(AppEntry::new(app, Origin::Registry))),
+        );
+        self.catalog.store(Arc::new(Catalog::new(entries)));
+    }
+
+    /// Takes the app `name` out: it is no longer served, and its flight tasks stop
+    /// (each after the flight under way). See [`retire`](Self::retire) for its tokens.
+    pub fn remove_app(&self, name: &str) -> Option<Arc<AppEntry>> {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.catalog.load();
+        let removed = current.app(name).cloned()?;
+        self.catalog.store(Arc::new(current.without(name)));
+        removed.stop.cancel();
+        Some(removed)
+    }
+
+    /// Waits for the flight tasks of a removed app to end, then deletes its tokens
+    /// from the store (nothing can store them again then).
+    ///
+    /// # Errors
+    /// When the store cannot delete them.
+    pub async fn retire(&self, entry: &AppEntry) -> Result<(), crate::store::Error> {
+        entry.stop_tasks().await;
+        for cred in &entry.creds {
+            self.store.delete(&cred.key).await?;
+        }
+        Ok(())
     }
 
     /// Waits for the flights under way (on shutdown: the tokens they fetch are stored
@@ -229,75 +341,87 @@ impl Refresher {
     /// When the store cannot be read at all.
     pub async fn restore(&self) -> Result<usize, crate::store::Error> {
         let now = self.clock.now();
-        let now_ms = unix_millis(now);
+        let catalog = self.snapshot();
         let mut restored = 0;
         for stored in self.store.load_all().await? {
-            let Some(cred) = self.credential(&stored.app, &stored.name) else {
+            let Some(cred) = catalog.credential(&stored.app, &stored.name) else {
                 continue; // a token of an app no longer configured
             };
-            cred.saw_stored(stored.version);
-            if !stored.is_sane(now_ms) {
-                tracing::warn!(key = %cred.key, "ignoring a stored token that may not be served (bad value, lifetime over 7 days or refreshed in the future)");
-                continue;
-            }
-            if let Some(since) = stored.pending_since_ms {
-                tracing::warn!(key = %cred.key, since = ?from_unix_millis(since),
-                    "a call to WeChat was out when the server stopped: the stored token is served only for WeChat's grace, and refreshed now");
-                *cred
-                    .restored_pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(since);
-            }
-            if from_unix_millis(stored.expires_at_ms) <= now {
-                continue; // dead tokens are not served, but their version carries on
-            }
-            let token = Token::from_stored(
-                &stored,
-                Trigger::Restored,
-                now,
-                self.settings.upstream_grace,
-            );
-            if token.is_live(now) {
+            if self.install_stored(cred, &stored, now) {
                 restored += 1;
             }
-            cred.install(token);
         }
-        let mut apps: Vec<&Arc<str>> = self.ordered.iter().map(|c| &c.labels.app).collect();
-        apps.dedup();
-        self.quota.restore(apps, now).await?;
+        let apps: Vec<Arc<str>> = catalog.apps().iter().map(|e| e.name().into()).collect();
+        self.quota.restore(apps.iter(), now).await?;
         Ok(restored)
     }
 
+    /// Installs a token read from the store at start-up (or when its app is added), if
+    /// it may be served; true if it is live. A token whose pending mark says a call was
+    /// out when the last process stopped is served only for WeChat's grace from that
+    /// call, and refreshed at once.
+    fn install_stored(&self, cred: &Credential, stored: &StoredToken, now: SystemTime) -> bool {
+        cred.saw_stored(stored.version);
+        if !cred.owns(stored) {
+            return false; // of another definition of the app: fetched anew
+        }
+        if !stored.is_sane(unix_millis(now)) {
+            tracing::warn!(key = %cred.key, "ignoring a stored token that may not be served (bad value, lifetime over 7 days or refreshed in the future)");
+            return false;
+        }
+        if let Some(since) = stored.pending_since_ms {
+            tracing::warn!(key = %cred.key, since = ?from_unix_millis(since),
+                "a call to WeChat was out when the server stopped: the stored token is served only for WeChat's grace, and refreshed now");
+            *cred
+                .restored_pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(since);
+        }
+        if from_unix_millis(stored.expires_at_ms) <= now {
+            return false; // dead tokens are not served, but their version carries on
+        }
+        let token =
+            Token::from_stored(stored, Trigger::Restored, now, self.settings.upstream_grace);
+        let live = token.is_live(now);
+        cred.install(token);
+        live
+    }
+
+    /// The apps and credentials as of now. Hold it only briefly (it keeps the
+    /// catalog of this moment alive), and never across an `.await` on a hot path.
+    pub fn catalog(&self) -> Guard<Arc<Catalog>> {
+        self.catalog.load()
+    }
+
+    /// The apps and credentials as of now, to keep across `.await`s.
+    pub fn snapshot(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
     /// The credential `app`/`name`, if configured.
-    pub fn credential(&self, app: &str, name: &str) -> Option<&Arc<Credential>> {
-        self.apps.get(app)?.get(name)
+    pub fn credential(&self, app: &str, name: &str) -> Option<Arc<Credential>> {
+        self.catalog().credential(app, name).cloned()
     }
 
-    /// Names of the configured apps.
-    pub fn app_names(&self) -> impl Iterator<Item = &str> {
-        let mut seen = Vec::new();
-        self.ordered.iter().filter_map(move |c| {
-            if seen.contains(&c.key.app.as_str()) {
-                None
-            } else {
-                seen.push(c.key.app.as_str());
-                Some(c.key.app.as_str())
-            }
-        })
+    /// The app `name`, if configured.
+    pub fn app(&self, name: &str) -> Option<Arc<AppEntry>> {
+        self.catalog().app(name).cloned()
     }
 
-    /// Every credential, apps in config order and tokens in dependency order.
-    pub fn credentials(&self) -> &[Arc<Credential>] {
-        &self.ordered
+    /// Every credential as of now, apps in catalog order and tokens in dependency
+    /// order.
+    pub fn credentials(&self) -> Vec<Arc<Credential>> {
+        self.catalog().credentials().cloned().collect()
     }
 
-    /// The token to serve for `app`/`name`: the hot path, a map lookup and an atomic
-    /// load.
+    /// The token to serve for `app`/`name`: a catalog load, a map lookup and an
+    /// atomic load.
     ///
     /// # Errors
     /// See [`LookupError`].
     pub fn serve(&self, app: &str, name: &str) -> Result<Arc<Token>, LookupError> {
-        let cred = self.credential(app, name).ok_or(LookupError::Unknown)?;
+        let catalog = self.catalog();
+        let cred = catalog.credential(app, name).ok_or(LookupError::Unknown)?;
         cred.live_token(self.clock.now())
             .ok_or(LookupError::NotReady)
     }

@@ -1,8 +1,10 @@
 //! With a store shared by several instances: hand each credential's flight task the
 //! records other instances store (pushed through the store's change feed, with a
-//! periodic full read as the safety net). What to do with a record is decided by
+//! periodic read of what changed since as the safety net, and a full read when the
+//! feed was lost). What to do with a record is decided by
 //! `decide::on_stored`, in the flight task; this knows only the store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +14,9 @@ use tokio_util::task::TaskTracker;
 use super::Refresher;
 use super::flight::Msg;
 use crate::domain::CredentialKey;
-use crate::store::StoreEvent;
+use crate::store::{StoreEvent, StoredToken};
 
-/// How often the whole store is read again, in case a pushed update was missed.
+/// How often the store's change log is read, in case a pushed update was missed.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Refresher {
@@ -28,19 +30,43 @@ impl Refresher {
         tracker.spawn(async move {
             let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
             reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The store's revision last caught up with (None: read everything).
+            let mut seen: Option<u64> = None;
             loop {
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => return,
                     event = events.recv() => match event {
                         Some(StoreEvent::Changed(key)) => refresher.pull(&key).await,
-                        Some(StoreEvent::Resynchronise) => refresher.reconcile().await,
+                        Some(StoreEvent::Resynchronise) => seen = refresher.reconcile().await,
                         None => return,
                     },
-                    _ = reconcile.tick() => refresher.reconcile().await,
+                    _ = reconcile.tick() => seen = refresher.catch_up(seen).await,
                 }
             }
         });
+    }
+
+    /// Reads what changed since revision `seen` (everything when the store keeps no
+    /// change log, or lost it); returns the revision caught up with.
+    async fn catch_up(&self, seen: Option<u64>) -> Option<u64> {
+        let Some(since) = seen else {
+            return self.reconcile().await;
+        };
+        match self.store.changes_since(since).await {
+            Ok(Some((now, changed))) if now >= since => {
+                for key in changed {
+                    self.pull(&key).await;
+                }
+                Some(now)
+            }
+            // No log, or a log that went back (a store restarted empty).
+            Ok(_) => self.reconcile().await,
+            Err(error) => {
+                tracing::warn!(backend = self.store.backend(), %error, "cannot read the shared store's changes; serving the tokens held in memory");
+                seen
+            }
+        }
     }
 
     /// Reads one credential that another instance just stored.
@@ -58,22 +84,28 @@ impl Refresher {
         }
     }
 
-    /// Reads everything and hands each credential its record (or none).
-    pub async fn reconcile(&self) {
+    /// Reads everything and hands each credential its record (or none); returns the
+    /// store's revision read before, from which later changes are caught up (`None`
+    /// when the store could not be read, or keeps no change log).
+    pub async fn reconcile(&self) -> Option<u64> {
+        let revision = match self.store.changes_since(u64::MAX).await {
+            Ok(Some((now, _))) => Some(now),
+            _ => None,
+        };
         let stored = match self.store.load_all().await {
             Ok(stored) => stored,
             Err(error) => {
                 tracing::warn!(backend = self.store.backend(), %error, "cannot read the shared store; serving the tokens held in memory");
-                return;
+                return None;
             }
         };
-        for cred in &self.ordered {
-            let record = stored
-                .iter()
-                .find(|s| s.app == cred.key.app && s.name == cred.key.name)
-                .cloned();
+        let mut records: HashMap<CredentialKey, StoredToken> =
+            stored.into_iter().map(|s| (s.key(), s)).collect();
+        for cred in self.snapshot().credentials() {
+            let record = records.remove(&cred.key);
             // A full mailbox means its task is busy; the next full read catches up.
             let _ = cred.mailbox.try_send(Msg::Stored(record));
         }
+        revision
     }
 }

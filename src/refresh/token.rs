@@ -185,6 +185,7 @@ impl Token {
             version: self.version,
             pending_since_ms: None,
             announced: self.announced,
+            generation: None,
         }
     }
 }

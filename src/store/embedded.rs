@@ -14,6 +14,9 @@
 //!
 //! Files are created readable by their owner only (0600): they hold live tokens.
 //!
+//! Apps of the runtime registry live in `store.path/apps/NAME.json`, written the same
+//! atomic way (their secrets sealed when `store.encryption_key` is set).
+//!
 //! A token's pending mark (see [`TokenStore::mark_pending`]) lives beside it in
 //! `NAME.pending`: 16 bytes overwritten in place and fsynced. In place, because the
 //! mark must be writable when the disk is full (no new block is needed once the file
@@ -27,12 +30,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Error, QuotaCounts, SaveOutcome, StoredToken, TokenStore};
+use super::{Error, QuotaCounts, SaveOutcome, StoredApp, StoredToken, TokenStore};
 use crate::domain::CredentialKey;
 
 pub struct EmbeddedStore {
     root: PathBuf,
     quota_root: PathBuf,
+    apps_root: PathBuf,
     /// Serialises the read-modify-write of quota files within this process. The
     /// embedded store serves one instance; clusters share a Redis store instead.
     quota_lock: Arc<Mutex<()>>,
@@ -70,9 +74,12 @@ impl EmbeddedStore {
         probe(&root)?;
         let quota_root = path.join("quota");
         std::fs::create_dir_all(&quota_root).map_err(|source| io(&quota_root, source))?;
+        let apps_root = path.join("apps");
+        std::fs::create_dir_all(&apps_root).map_err(|source| io(&apps_root, source))?;
         Ok(Self {
             root,
             quota_root,
+            apps_root,
             quota_lock: Arc::default(),
             token_lock: Arc::default(),
             _folder_lock: folder_lock,
@@ -81,6 +88,11 @@ impl EmbeddedStore {
 
     fn quota_file_of(&self, app: &str) -> PathBuf {
         self.quota_root.join(format!("{app}.json"))
+    }
+
+    fn app_file_of(&self, name: &str) -> PathBuf {
+        // App names are checked by `domain::is_valid_name`: no '/', no leading '.'.
+        self.apps_root.join(format!("{name}.json"))
     }
 
     fn file_of(&self, app: &str, name: &str) -> PathBuf {
@@ -270,6 +282,38 @@ impl TokenStore for EmbeddedStore {
         .await
     }
 
+    async fn delete(&self, key: &CredentialKey) -> Result<(), Error> {
+        let path = self.file_of(&key.app, &key.name);
+        let lock = self.token_lock.clone();
+        blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            remove_durably(&path)?;
+            remove_durably(&mark_file_of(&path))?;
+            if let Some(dir) = path.parent() {
+                // The app's folder goes once empty; not empty is no error.
+                let _ = std::fs::remove_dir(dir);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_apps(&self) -> Result<Vec<StoredApp>, Error> {
+        let root = self.apps_root.clone();
+        blocking(move || load_apps_dir(&root)).await
+    }
+
+    async fn save_app(&self, app: &StoredApp) -> Result<(), Error> {
+        let path = self.app_file_of(&app.name);
+        let bytes = app.record.clone().into_bytes();
+        blocking(move || write_atomically(&path, &bytes)).await
+    }
+
+    async fn delete_app(&self, name: &str) -> Result<bool, Error> {
+        let path = self.app_file_of(name);
+        blocking(move || remove_durably(&path)).await
+    }
+
     async fn add_quota_use(&self, app: &str, endpoint: &str, day: u64) -> Result<u64, Error> {
         let path = self.quota_file_of(app);
         let endpoint = endpoint.to_owned();
@@ -360,6 +404,46 @@ fn load_dir(root: &Path) -> Result<Vec<StoredToken>, Error> {
     Ok(tokens)
 }
 
+/// Every `NAME.json` in the apps folder; unreadable files are skipped with a warning.
+fn load_apps_dir(root: &Path) -> Result<Vec<StoredApp>, Error> {
+    let mut apps = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(|e| io(root, e))? {
+        let path = entry.map_err(|e| io(root, e))?.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue; // temporary files of an interrupted write
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(record) => apps.push(StoredApp {
+                name: name.to_owned(),
+                record,
+            }),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "skipping unreadable app file")
+            }
+        }
+    }
+    Ok(apps)
+}
+
+/// Removes a file and makes the removal durable; true if it existed.
+fn remove_durably(path: &Path) -> Result<bool, Error> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io(path, e)),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(dir, e))?;
+    }
+    Ok(true)
+}
+
 /// Reads one token file; a missing or unreadable file is no token (logged).
 fn read_token(path: &Path) -> Result<Option<StoredToken>, Error> {
     match std::fs::read(path) {
@@ -431,6 +515,7 @@ mod tests {
             version: 1,
             pending_since_ms: None,
             announced: true,
+            generation: None,
         };
         store.save(&token).await.unwrap();
         store.mark_pending(&token.key(), 1).await.unwrap();

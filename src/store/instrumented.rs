@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Error, QuotaCounts, SaveOutcome, StoreEvent, StoredToken, TokenStore};
+use super::{Error, QuotaCounts, SaveOutcome, StoreEvent, StoredApp, StoredToken, TokenStore};
 use crate::domain::CredentialKey;
 use crate::metrics::Metrics;
 
 /// The `op` label of each trait method that talks to the backend.
 /// (`save_over` counts as `save`: both are the save of a token.)
-const OPS: [&str; 11] = [
+const OPS: [&str; 17] = [
     "load_all",
     "load",
     "save",
@@ -24,6 +24,12 @@ const OPS: [&str; 11] = [
     "try_lease",
     "renew_lease",
     "release_lease",
+    "delete",
+    "load_apps",
+    "save_app",
+    "delete_app",
+    "apps_revision",
+    "changes_since",
 ];
 
 pub struct Instrumented {
@@ -78,6 +84,36 @@ impl TokenStore for Instrumented {
     async fn clear_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
         let result = self.inner.clear_pending(key, since_ms).await;
         self.count("clear_pending", result)
+    }
+
+    async fn changes_since(&self, since: u64) -> Result<Option<(u64, Vec<CredentialKey>)>, Error> {
+        let result = self.inner.changes_since(since).await;
+        self.count("changes_since", result)
+    }
+
+    async fn delete(&self, key: &CredentialKey) -> Result<(), Error> {
+        let result = self.inner.delete(key).await;
+        self.count("delete", result)
+    }
+
+    async fn load_apps(&self) -> Result<Vec<StoredApp>, Error> {
+        let result = self.inner.load_apps().await;
+        self.count("load_apps", result)
+    }
+
+    async fn save_app(&self, app: &StoredApp) -> Result<(), Error> {
+        let result = self.inner.save_app(app).await;
+        self.count("save_app", result)
+    }
+
+    async fn delete_app(&self, name: &str) -> Result<bool, Error> {
+        let result = self.inner.delete_app(name).await;
+        self.count("delete_app", result)
+    }
+
+    async fn apps_revision(&self) -> Result<u64, Error> {
+        let result = self.inner.apps_revision().await;
+        self.count("apps_revision", result)
     }
 
     async fn add_quota_use(&self, app: &str, endpoint: &str, day: u64) -> Result<u64, Error> {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Error, QuotaCounts, SaveOutcome, StoredToken, TokenStore};
+use super::{Error, QuotaCounts, SaveOutcome, StoredApp, StoredToken, TokenStore};
 use crate::domain::CredentialKey;
 
 #[derive(Default)]
@@ -16,6 +16,7 @@ pub struct MemoryStore {
     pending: Mutex<HashMap<CredentialKey, u64>>,
     /// (app, endpoint) -> (day, calls that day). Only the latest day is kept.
     quota: Mutex<HashMap<(String, String), (u64, u64)>>,
+    apps: Mutex<HashMap<String, String>>,
 }
 
 impl MemoryStore {
@@ -89,6 +90,46 @@ impl TokenStore for MemoryStore {
             pending.remove(key);
         }
         Ok(())
+    }
+
+    async fn delete(&self, key: &CredentialKey) -> Result<(), Error> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        Ok(())
+    }
+
+    async fn load_apps(&self) -> Result<Vec<StoredApp>, Error> {
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(apps
+            .iter()
+            .map(|(name, record)| StoredApp {
+                name: name.clone(),
+                record: record.clone(),
+            })
+            .collect())
+    }
+
+    async fn save_app(&self, app: &StoredApp) -> Result<(), Error> {
+        self.apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(app.name.clone(), app.record.clone());
+        Ok(())
+    }
+
+    async fn delete_app(&self, name: &str) -> Result<bool, Error> {
+        Ok(self
+            .apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .is_some())
     }
 
     async fn add_quota_use(&self, app: &str, endpoint: &str, day: u64) -> Result<u64, Error> {

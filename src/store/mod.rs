@@ -44,6 +44,11 @@ pub struct StoredToken {
     /// conflict with another instance's; see `refresh::decide::on_stored`.
     #[serde(default = "announced_by_default")]
     pub announced: bool,
+    /// The definition of the app it was fetched for (registry apps; `None` for apps
+    /// of the config file). A record of another definition (the app was replaced, say
+    /// by another account under the same name) is never served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
 }
 
 fn announced_by_default() -> bool {
@@ -90,6 +95,7 @@ impl std::fmt::Debug for StoredToken {
             .field("version", &self.version)
             .field("pending_since_ms", &self.pending_since_ms)
             .field("announced", &self.announced)
+            .field("generation", &self.generation)
             .finish()
     }
 }
@@ -112,6 +118,25 @@ pub enum StoreEvent {
     /// Updates may have been missed (the subscription was just made or remade):
     /// everything should be read again.
     Resynchronise,
+}
+
+/// An app of the runtime registry as stored: its name and its record (JSON text of
+/// the registry's making, sealed when `store.encryption_key` is set). Stores keep it
+/// as it is; see `crate::registry`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredApp {
+    pub name: String,
+    pub record: String,
+}
+
+impl std::fmt::Debug for StoredApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The record may hold secrets in the clear (the embedded store without a key).
+        f.debug_struct("StoredApp")
+            .field("name", &self.name)
+            .field("record_len", &self.record.len())
+            .finish()
+    }
 }
 
 /// Why a store operation failed.
@@ -183,6 +208,36 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Clears `key`'s pending mark if it still says `since_ms`: that call ended and
     /// WeChat issued nothing (it answered with an error code).
     async fn clear_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error>;
+
+    /// The credentials whose records changed (by any instance) after revision
+    /// `since`, and the store's revision now: how instances sharing a store catch up on
+    /// updates they missed, at a cost that does not grow with the number of tokens.
+    /// `None`: the store keeps no change log, read everything instead. A revision
+    /// lower than `since` means the store lost its log (Redis restarted empty): read
+    /// everything then too.
+    async fn changes_since(&self, _since: u64) -> Result<Option<(u64, Vec<CredentialKey>)>, Error> {
+        Ok(None)
+    }
+
+    /// Deletes `key`'s stored token and pending mark (its app was removed). Deleting
+    /// what is not there is no error.
+    async fn delete(&self, key: &CredentialKey) -> Result<(), Error>;
+
+    /// Every app of the runtime registry.
+    async fn load_apps(&self) -> Result<Vec<StoredApp>, Error>;
+
+    /// Stores `app` durably, in place of the record of that name.
+    async fn save_app(&self, app: &StoredApp) -> Result<(), Error>;
+
+    /// Deletes the registry app `name`; false if there was none.
+    async fn delete_app(&self, name: &str) -> Result<bool, Error>;
+
+    /// A number that changes whenever any instance changes the registry, so that
+    /// instances sharing the store can tell cheaply that they must read it again.
+    /// Stores used by one instance return 0.
+    async fn apps_revision(&self) -> Result<u64, Error> {
+        Ok(0)
+    }
 
     /// Adds one call to `app`'s count of calls to `endpoint` (a URL path such as
     /// `/cgi-bin/token`) on WeChat's day number `day` (see [`crate::domain::wechat_day`]),

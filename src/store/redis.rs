@@ -5,7 +5,8 @@
 //!   plain string with a TTL equal to its remaining life. This is the Python original's
 //!   layout, so programs that read Redis directly keep working.
 //! - `Pwts:meta:{app}:{name}`: a hash `value`, `expires_at_ms`, `refreshed_at_ms`,
-//!   `version`, `announced` (0 when fetched without the lease), and `pending_since_ms`
+//!   `version`, `announced` (0 when fetched without the lease), `gen` (the definition
+//!   of a registry app it was fetched for), and `pending_since_ms`
 //!   while a call that may replace the token is out: what instances load and compare.
 //!   No TTL: the version must survive.
 //! - `Pwts:lease:{app}:{name}`: the id of the one instance refreshing that token now,
@@ -13,6 +14,13 @@
 //! - channel `Pwts:updates`: `{app}:{name}` published after each save.
 //! - `Pwts:quota:{app}:{day}`: a hash endpoint -> calls on that WeChat day, shared by
 //!   every instance, expiring two days later.
+//! - `Pwts:changes` (a sorted set `{app}:{name}` -> the revision of its last change) and
+//!   `Pwts:rev` (the revision counter): every write of a token record bumps the counter
+//!   and scores its member, so that an instance catches up on what it missed by reading
+//!   only what changed since the revision it last saw (a few commands at idle, whatever
+//!   the number of tokens), not every record.
+//! - `Pwts:apps`: a hash app name -> the registry's record of that app (see
+//!   `crate::registry`), and `Pwts:apps:rev`, bumped by every change of it.
 //!
 //! Every save is a Lua script that compares versions, so a writer that lost its lease
 //! (or a race) can never replace a newer token.
@@ -26,7 +34,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 
-use super::{Error, QuotaCounts, SaveOutcome, StoreEvent, StoredToken, TokenStore};
+use super::{Error, QuotaCounts, SaveOutcome, StoreEvent, StoredApp, StoredToken, TokenStore};
 use crate::config::DEFAULT_APP;
 use crate::domain::CredentialKey;
 
@@ -36,6 +44,9 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Quota counts outlive their WeChat day by a day, then Redis drops them.
 const QUOTA_TTL_SECS: i64 = 2 * 24 * 3600;
+
+/// Token records read per round trip by a full read.
+const LOAD_BATCH: usize = 500;
 
 /// Longest wait between attempts to resubscribe to the update channel.
 const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(5);
@@ -49,9 +60,15 @@ local expected = tonumber(ARGV[9])
 if expected >= 0 and current ~= expected then return 0 end
 redis.call('HSET', KEYS[1], 'value', ARGV[2], 'expires_at_ms', ARGV[3], 'refreshed_at_ms', ARGV[4], 'version', ARGV[1], 'announced', ARGV[8])
 redis.call('HDEL', KEYS[1], 'pending_since_ms')
+if ARGV[10] == '' then
+  redis.call('HDEL', KEYS[1], 'gen')
+else
+  redis.call('HSET', KEYS[1], 'gen', ARGV[10])
+end
 if tonumber(ARGV[5]) > 0 then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[5])
 end
+redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[7])
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
 ";
@@ -61,6 +78,7 @@ return 1
 const MARK_SCRIPT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HSETNX', KEYS[1], 'pending_since_ms', ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[3])
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
 return 1
@@ -71,9 +89,34 @@ return 1
 const CLEAR_SCRIPT: &str = r"
 if redis.call('HGET', KEYS[1], 'pending_since_ms') == ARGV[1] then
   redis.call('HDEL', KEYS[1], 'pending_since_ms')
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[3])
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
 return 1
+";
+
+/// Deletes a token's records (its app was removed). Not published: an instance still
+/// refreshing the app would take a record that vanished for a store that lost its data
+/// and write its token back; instances learn of the removal from the registry.
+const DELETE_SCRIPT: &str = r"
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[2])
+return 1
+";
+
+/// Stores a registry app and bumps the registry's revision.
+const SAVE_APP_SCRIPT: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('INCR', KEYS[2])
+";
+
+/// Deletes a registry app and, if there was one, bumps the registry's revision.
+const DELETE_APP_SCRIPT: &str = r"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('INCR', KEYS[2])
+  return 1
+end
+return 0
 ";
 
 /// Takes a lease that is free, or that the same instance (ARGV[3], the part of the
@@ -112,6 +155,9 @@ pub struct RedisStore {
     lease: Script,
     renew: Script,
     release: Script,
+    delete: Script,
+    save_app: Script,
+    delete_app: Script,
     watching: AtomicBool,
 }
 
@@ -140,6 +186,9 @@ impl RedisStore {
             lease: Script::new(LEASE_SCRIPT),
             renew: Script::new(RENEW_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
+            delete: Script::new(DELETE_SCRIPT),
+            save_app: Script::new(SAVE_APP_SCRIPT),
+            delete_app: Script::new(DELETE_APP_SCRIPT),
             watching: AtomicBool::new(false),
         })
     }
@@ -158,6 +207,8 @@ impl RedisStore {
             .save
             .key(self.meta_key(&key))
             .key(self.plain_key(&key))
+            .key(self.changes_key())
+            .key(self.rev_key())
             .arg(token.version)
             .arg(&token.value)
             .arg(token.expires_at_ms)
@@ -167,6 +218,7 @@ impl RedisStore {
             .arg(format!("{}:{}", key.app, key.name))
             .arg(if token.announced { "1" } else { "0" })
             .arg(expected.map_or(-1, |e| i64::try_from(e).unwrap_or(i64::MAX)))
+            .arg(token.generation.as_deref().unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
         Ok(if saved == 1 {
@@ -199,6 +251,22 @@ impl RedisStore {
 
     fn quota_key(&self, app: &str, day: u64) -> String {
         format!("{}wts:quota:{app}:{day}", self.prefix)
+    }
+
+    fn changes_key(&self) -> String {
+        format!("{}wts:changes", self.prefix)
+    }
+
+    fn rev_key(&self) -> String {
+        format!("{}wts:rev", self.prefix)
+    }
+
+    fn apps_key(&self) -> String {
+        format!("{}wts:apps", self.prefix)
+    }
+
+    fn apps_rev_key(&self) -> String {
+        format!("{}wts:apps:rev", self.prefix)
     }
 
     fn channel(&self) -> String {
@@ -239,6 +307,7 @@ impl RedisStore {
                 .get("pending_since_ms")
                 .map(|v| v.parse().unwrap_or(0)),
             announced: fields.get("announced").is_none_or(|v| v != "0"),
+            generation: fields.get("gen").cloned(),
         })
     }
 }
@@ -282,17 +351,99 @@ impl TokenStore for RedisStore {
             cursor = next;
         }
         let mut tokens = Vec::with_capacity(keys.len());
-        for key in keys {
-            let fields: std::collections::HashMap<String, String> = conn.hgetall(&key).await?;
-            if fields.is_empty() {
-                continue; // deleted between SCAN and HGETALL
+        // Read in pipelined batches: one round trip per batch, not per token, so that
+        // a restart with thousands of tokens is served within a second.
+        for batch in keys.chunks(LOAD_BATCH) {
+            let mut pipe = redis::pipe();
+            for key in batch {
+                pipe.hgetall(key);
             }
-            match self.parse_record(&key, &fields) {
-                Ok(token) => tokens.push(token),
-                Err(e) => tracing::warn!(error = %e, "skipping malformed token record"),
+            let records: Vec<std::collections::HashMap<String, String>> =
+                pipe.query_async(&mut conn).await?;
+            for (key, fields) in batch.iter().zip(records) {
+                if fields.is_empty() {
+                    continue; // deleted between SCAN and HGETALL
+                }
+                match self.parse_record(key, &fields) {
+                    Ok(token) => tokens.push(token),
+                    Err(e) => tracing::warn!(error = %e, "skipping malformed token record"),
+                }
             }
         }
         Ok(tokens)
+    }
+
+    async fn changes_since(&self, since: u64) -> Result<Option<(u64, Vec<CredentialKey>)>, Error> {
+        let mut conn = self.conn.clone();
+        let (rev, changed): (Option<u64>, Vec<String>) = redis::pipe()
+            .get(self.rev_key())
+            .cmd("ZRANGEBYSCORE")
+            .arg(self.changes_key())
+            .arg(format!("({since}"))
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await?;
+        let keys = changed
+            .iter()
+            .filter_map(|member| member.split_once(':'))
+            .map(|(app, name)| CredentialKey::new(app, name))
+            .collect();
+        Ok(Some((rev.unwrap_or(0), keys)))
+    }
+
+    async fn delete(&self, key: &CredentialKey) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .delete
+            .key(self.meta_key(key))
+            .key(self.plain_key(key))
+            .key(self.changes_key())
+            .key(self.rev_key())
+            .arg(self.channel())
+            .arg(format!("{}:{}", key.app, key.name))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn load_apps(&self) -> Result<Vec<StoredApp>, Error> {
+        let mut conn = self.conn.clone();
+        let apps: std::collections::HashMap<String, String> = conn.hgetall(self.apps_key()).await?;
+        Ok(apps
+            .into_iter()
+            .map(|(name, record)| StoredApp { name, record })
+            .collect())
+    }
+
+    async fn save_app(&self, app: &StoredApp) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: u64 = self
+            .save_app
+            .key(self.apps_key())
+            .key(self.apps_rev_key())
+            .arg(&app.name)
+            .arg(&app.record)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_app(&self, name: &str) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let deleted: i64 = self
+            .delete_app
+            .key(self.apps_key())
+            .key(self.apps_rev_key())
+            .arg(name)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    async fn apps_revision(&self) -> Result<u64, Error> {
+        let mut conn = self.conn.clone();
+        let rev: Option<u64> = conn.get(self.apps_rev_key()).await?;
+        Ok(rev.unwrap_or(0))
     }
 
     async fn load(&self, key: &CredentialKey) -> Result<Option<StoredToken>, Error> {
@@ -318,6 +469,8 @@ impl TokenStore for RedisStore {
         let _: i64 = self
             .mark
             .key(self.meta_key(key))
+            .key(self.changes_key())
+            .key(self.rev_key())
             .arg(since_ms)
             .arg(self.channel())
             .arg(format!("{}:{}", key.app, key.name))
@@ -331,6 +484,8 @@ impl TokenStore for RedisStore {
         let _: i64 = self
             .clear
             .key(self.meta_key(key))
+            .key(self.changes_key())
+            .key(self.rev_key())
             .arg(since_ms)
             .arg(self.channel())
             .arg(format!("{}:{}", key.app, key.name))

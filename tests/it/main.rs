@@ -21,6 +21,7 @@ mod openapi;
 mod platforms;
 mod quota;
 mod refresh;
+mod registry;
 mod restart;
 mod simulator;
 mod stable_token;

@@ -20,6 +20,7 @@ fn token(app: &str, name: &str, value: &str, version: u64) -> StoredToken {
         version,
         pending_since_ms: None,
         announced: true,
+        generation: None,
     }
 }
 

@@ -440,6 +440,7 @@ impl Scenario {
                 version: 1,
                 pending_since_ms: None,
                 announced: true,
+                generation: None,
             };
             let mut store = lock(&world.store);
             store.records.insert(key.clone(), record);

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wechat_token_server::domain::CredentialKey;
 use wechat_token_server::store::{
-    Error, QuotaCounts, SaveOutcome, StoreEvent, StoredToken, TokenStore,
+    Error, QuotaCounts, SaveOutcome, StoreEvent, StoredApp, StoredToken, TokenStore,
 };
 
 use crate::world::{World, lock};
@@ -271,6 +271,23 @@ impl TokenStore for StoreHandle {
             }
         })
         .await
+    }
+
+    // The simulation has no registry: its apps are the scenario's, fixed.
+    async fn delete(&self, _key: &CredentialKey) -> Result<(), Error> {
+        unreachable!("the simulation never removes an app")
+    }
+
+    async fn load_apps(&self) -> Result<Vec<StoredApp>, Error> {
+        Ok(Vec::new())
+    }
+
+    async fn save_app(&self, _app: &StoredApp) -> Result<(), Error> {
+        unreachable!("the simulation never registers an app")
+    }
+
+    async fn delete_app(&self, _name: &str) -> Result<bool, Error> {
+        unreachable!("the simulation never removes an app")
     }
 
     async fn add_quota_use(&self, app: &str, endpoint: &str, day: u64) -> Result<u64, Error> {
