@@ -23,6 +23,7 @@ mod quota;
 mod refresh;
 mod registry;
 mod restart;
+mod scale;
 mod simulator;
 mod stable_token;
 mod status_page;

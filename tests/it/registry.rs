@@ -590,3 +590,47 @@ async fn a_cluster_of_three_follows_every_registry_change() {
         assert!(token(server, "shop", "access_token").await.is_some());
     }
 }
+
+#[tokio::test]
+async fn registering_and_removing_apps_never_interrupts_serving_the_others() {
+    let sim = sim().await;
+    let server = TestApp::spawn_with(sim.clone(), &config(&sim, "backend = \"memory\"")).await;
+    let shop = token(&server, "shop", "access_token").await.unwrap();
+    let churn = {
+        let (client, base) = (server.client.clone(), server.base.clone());
+        tokio::spawn(async move {
+            for round in 0..10 {
+                for i in 0..5 {
+                    let body = json!({"platform": "mp", "appid": format!("wx{round}{i}"), "secret": "s", "api_base": "http://127.0.0.1:9"});
+                    let url = format!("{base}/v1/apps/churn{i}");
+                    let put = client
+                        .put(&url)
+                        .bearer_auth(SECRET)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(put.status().is_success(), "{}", put.status());
+                    let deleted = client
+                        .delete(&url)
+                        .bearer_auth(SECRET)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+                }
+            }
+        })
+    };
+    let mut served = 0;
+    while !churn.is_finished() {
+        let (status, body) = server.get("/wechat/token?app=shop&type=access_token").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["access_token"].as_str(), Some(shop.as_str()));
+        served += 1;
+    }
+    churn.await.unwrap();
+    assert!(served > 0);
+    let (_, list) = get(&server, "/v1/apps").await;
+    assert_eq!(list["apps"].as_array().unwrap().len(), 1, "{list}");
+}

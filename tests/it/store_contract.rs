@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use wechat_token_server::domain::CredentialKey;
 use wechat_token_server::store::{
-    EmbeddedStore, MemoryStore, RedisStore, SaveOutcome, StoredToken, TokenStore,
+    EmbeddedStore, MemoryStore, RedisStore, SaveOutcome, StoredApp, StoredToken, TokenStore,
 };
 
 use crate::redis_server::RedisServer;
@@ -76,6 +76,63 @@ async fn store_contract(store: &dyn TokenStore) {
     store.ping().await.unwrap();
     pending_marks(store).await;
     compare_and_set(store).await;
+    deletes_and_generations(store).await;
+    registry_records(store).await;
+}
+
+/// Deleting a token (its app removed) leaves nothing to load; a generation is kept.
+async fn deletes_and_generations(store: &dyn TokenStore) {
+    let key = CredentialKey::new("gone", "access_token");
+    let mut t = token("gone", "access_token", "G1", 1);
+    t.generation = Some("0123abcd".into());
+    store.save(&t).await.unwrap();
+    store.mark_pending(&key, 5).await.unwrap();
+    let loaded = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(loaded.generation.as_deref(), Some("0123abcd"));
+    store.delete(&key).await.unwrap();
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    assert!(
+        store
+            .load_all()
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.app != "gone")
+    );
+    store.delete(&key).await.unwrap(); // nothing there: no error
+    // A save after the delete starts again from nothing.
+    assert_eq!(
+        store
+            .save_over(&token("gone", "access_token", "G2", 1), 0)
+            .await
+            .unwrap(),
+        SaveOutcome::Saved
+    );
+    assert_eq!(pending_of(store, &key).await, None);
+}
+
+/// Registry records are kept as given, replaced in place and deleted.
+async fn registry_records(store: &dyn TokenStore) {
+    let app = |name: &str, record: &str| StoredApp {
+        name: name.into(),
+        record: record.into(),
+    };
+    let before = store.apps_revision().await.unwrap();
+    store.save_app(&app("a", "{\"v\":1}")).await.unwrap();
+    store.save_app(&app("b", "{\"v\":2}")).await.unwrap();
+    store.save_app(&app("a", "{\"v\":3}")).await.unwrap();
+    let mut apps = store.load_apps().await.unwrap();
+    apps.sort_by(|x, y| x.name.cmp(&y.name));
+    assert_eq!(apps, [app("a", "{\"v\":3}"), app("b", "{\"v\":2}")]);
+    assert!(store.delete_app("a").await.unwrap());
+    assert!(!store.delete_app("a").await.unwrap());
+    assert_eq!(store.load_apps().await.unwrap(), [app("b", "{\"v\":2}")]);
+    if store.is_shared() {
+        assert!(
+            store.apps_revision().await.unwrap() > before,
+            "every change moves the revision"
+        );
+    }
 }
 
 /// `save_over`: a save only over exactly the version the writer last saw, whatever
@@ -199,6 +256,37 @@ fn embedded_store_refuses_a_folder_it_cannot_create() {
         .err()
         .expect("a file is not a folder");
     assert!(err.to_string().contains("plain-file"), "{err}");
+}
+
+#[tokio::test]
+async fn the_redis_change_log_names_only_what_changed_since_a_revision() {
+    let redis = RedisServer::start().await;
+    let store = RedisStore::open(&redis.url(), "").unwrap();
+    for app in ["a", "b", "c"] {
+        store
+            .save(&token(app, "access_token", "V1", 1))
+            .await
+            .unwrap();
+    }
+    let (seen, all) = store.changes_since(0).await.unwrap().unwrap();
+    assert_eq!(all.len(), 3);
+    let (same, none) = store.changes_since(seen).await.unwrap().unwrap();
+    assert_eq!((same, none.len()), (seen, 0), "nothing changed since");
+    store
+        .save(&token("b", "access_token", "V2", 2))
+        .await
+        .unwrap();
+    let key_c = CredentialKey::new("c", "access_token");
+    store.mark_pending(&key_c, 7).await.unwrap();
+    let (later, changed) = store.changes_since(seen).await.unwrap().unwrap();
+    assert!(later > seen);
+    let mut changed: Vec<String> = changed.iter().map(ToString::to_string).collect();
+    changed.sort();
+    assert_eq!(changed, ["b/access_token", "c/access_token"]);
+    // A Redis that lost its data goes back in revision: the caller reads everything.
+    redis.cli(&["FLUSHALL"]).await;
+    let (after_flush, _) = store.changes_since(later).await.unwrap().unwrap();
+    assert!(after_flush < later);
 }
 
 #[tokio::test]
