@@ -16,6 +16,7 @@ use crate::log_limit::LOG_INTERVAL;
 use crate::metrics::Metrics;
 use crate::refresh::Refresher;
 use crate::registry::Registry;
+use crate::reload::Reloader;
 use crate::server::{self, Limits};
 use crate::store::{EmbeddedStore, Instrumented, MemoryStore, RedisStore, TokenStore};
 use crate::upstream::Upstream;
@@ -25,6 +26,9 @@ pub struct App {
     listener: TcpListener,
     refresher: Arc<Refresher>,
     registry: Arc<Registry>,
+    reloader: Arc<Reloader>,
+    /// Was a config file given, to read again on SIGHUP?
+    reload_on_sighup: bool,
     /// Kept for the refusal log's summary lines (`state.refusals`).
     state: AppState,
     router: axum::Router,
@@ -72,13 +76,20 @@ impl App {
             tokens = refresher.catalog().credential_count(),
             "token store loaded"
         );
-        let auth =
-            Auth::new(config.server.request_secret.clone()).with_clients(config.clients.clone());
-        let state = AppState::new(refresher.clone(), auth, registry.clone());
+        let auth = Arc::new(arc_swap::ArcSwap::from_pointee(Auth::from_config(&config)));
+        let reloader = Arc::new(Reloader::new(
+            config.clone(),
+            refresher.clone(),
+            registry.clone(),
+            auth.clone(),
+        ));
+        let state = AppState::new(refresher.clone(), auth, registry.clone(), reloader.clone());
         Ok(Self {
             listener,
             refresher,
             registry,
+            reloader,
+            reload_on_sighup: false,
             router: http::router(state.clone()),
             state,
             limits: Limits::new(&config.server),
@@ -91,6 +102,14 @@ impl App {
     #[must_use]
     pub fn with_routes(mut self, routes: axum::Router) -> Self {
         self.router = self.router.merge(routes);
+        self
+    }
+
+    /// Reads `path` again on SIGHUP and `POST /v1/reload` (see [`crate::reload`]).
+    #[must_use]
+    pub fn with_config_file(mut self, path: std::path::PathBuf) -> Self {
+        self.reloader.set_path(path);
+        self.reload_on_sighup = true;
         self
     }
 
@@ -119,6 +138,9 @@ impl App {
         let tasks = CancellationToken::new();
         self.refresher.spawn(&tracker, &tasks);
         self.registry.spawn_follow(&tracker, &tasks);
+        if self.reload_on_sighup {
+            self.reloader.spawn_on_sighup(&tracker, &tasks);
+        }
         spawn_refusal_summaries(self.state.clone(), &tracker, &tasks);
         tracker.close();
         tracing::info!(addr = %self.listener.local_addr()?, "serving");

@@ -65,6 +65,11 @@ impl Auth {
         }
     }
 
+    /// The request secret and clients of `config`.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self::new(config.server.request_secret.clone()).with_clients(config.clients.clone())
+    }
+
     /// Adds the `[clients.NAME]` keys.
     pub fn with_clients(mut self, clients: impl IntoIterator<Item = ClientConfig>) -> Self {
         self.clients = clients.into_iter().map(Arc::new).collect();

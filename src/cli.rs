@@ -43,7 +43,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the token server.
-    Serve(ConfigArgs),
+    Serve(ServeArgs),
     /// Run the built-in WeChat simulator and a server wired to it: try it with no setup.
     Demo(DemoArgs),
     /// Run the WeChat API simulator alone, for offline development and tests.
@@ -53,6 +53,34 @@ pub enum Command {
     /// Ask a running server whether it is ready: exit 0 when its /readyz answers 200,
     /// else print what is wrong and exit 1. For container healthchecks.
     Healthcheck(HealthcheckArgs),
+    /// Make a running server read its config file again: SIGHUP to the process of a
+    /// pid file, or POST /v1/reload to a URL (which answers what changed).
+    Reload(ReloadArgs),
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Write the process id here (for `reload --pid-file`); removed on exit.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Flags of `reload`: exactly one of `--pid-file` and `--url`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pid_file", "url"])))]
+pub struct ReloadArgs {
+    /// The pid file of `serve --pid-file`: the process gets SIGHUP.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// The server's base URL, e.g. http://127.0.0.1:12123: POST /v1/reload.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// With --url: the request secret or an admin client's key.
+    #[arg(long, env = "WTS_REQUEST_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
 }
 
 /// Flags of `healthcheck`.

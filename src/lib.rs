@@ -16,6 +16,7 @@
 //!   the quota guard, readiness; tested in `tests/sim` by deterministic simulation.
 //! - [`registry`]: the runtime app registry (`/v1/apps`), kept in the store and
 //!   followed by every instance; secrets sealed at rest.
+//! - [`reload`]: reading the config file again (SIGHUP, `POST /v1/reload`).
 //! - [`auth`]: the request secret and client keys, scopes and networks.
 //! - [`http`]: the router, the seed routes, the JSON API `/v1`, health and status page,
 //!   `/metrics`.
@@ -41,6 +42,7 @@ pub mod log_limit;
 pub mod metrics;
 pub mod refresh;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod simulator;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use wechat_token_server::cli::{Cli, Command};
 use wechat_token_server::config::Config;
-use wechat_token_server::{app::App, demo, healthcheck, shutdown, simulator, telemetry};
+use wechat_token_server::{app::App, demo, healthcheck, reload, shutdown, simulator, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,14 +39,24 @@ fn run(command: Command) -> anyhow::Result<()> {
         let shutdown = shutdown::on_signal();
         match command {
             Command::Serve(args) => {
-                let config = Config::load(&args.config)
-                    .with_context(|| format!("invalid config {}", args.config.display()))?;
+                let path = args.config.config;
+                let config = Config::load(&path)
+                    .with_context(|| format!("invalid config {}", path.display()))?;
                 let listener = tokio::net::TcpListener::bind(config.server.bind)
                     .await
                     .with_context(|| {
                         format!("cannot listen on {} (server.bind)", config.server.bind)
                     })?;
-                App::build(config, listener).await?.run(shutdown).await
+                let _pid_file = args.pid_file.map(reload::PidFile::write).transpose()?;
+                App::build(config, listener)
+                    .await?
+                    .with_config_file(path)
+                    .run(shutdown)
+                    .await
+            }
+            Command::Reload(args) => {
+                println!("{}", reload::send(&args).await?);
+                Ok(())
             }
             Command::Demo(args) => demo::run(args, shutdown).await,
             Command::Simulate(args) => simulator::run_cli(args, shutdown).await,

@@ -19,6 +19,7 @@ use crate::registry::{self, MAX_PAGE, Put};
 
 const ROUTE_APPS: &str = "/v1/apps";
 const ROUTE_APP: &str = "/v1/apps/{app}";
+const ROUTE_RELOAD: &str = "/v1/reload";
 
 /// Apps listed per page when `limit` is not given.
 const DEFAULT_PAGE: usize = 100;
@@ -38,7 +39,7 @@ fn admin(
         Denied::Refused(refusal) => ApiError::v1(Code::Forbidden, refusal.to_string()),
     };
     let caller = identify(
-        &state.auth,
+        &state.auth.load(),
         &state.refusals,
         route,
         presented_secret(headers, None),
@@ -182,4 +183,27 @@ pub async fn list(
     }
     let (apps, next) = state.registry.list(limit, after.as_deref()).await;
     Ok(Json(json!({"apps": apps, "next": next})).into_response())
+}
+
+/// `POST /v1/reload`: reads the config file again (as SIGHUP does) and says what
+/// changed; a file that does not load changes nothing and is a 400 naming the key.
+pub async fn reload(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&state, ROUTE_RELOAD, &headers, peer)?;
+    match state.reloader.reload().await {
+        Ok(summary) => Ok(Json(summary).into_response()),
+        Err(error) => {
+            tracing::error!(%error, "config not reloaded");
+            Err(match error {
+                crate::reload::Error::Invalid(message) => ApiError::v1(Code::BadRequest, message),
+                crate::reload::Error::NoFile | crate::reload::Error::Conflict(_) => {
+                    ApiError::v1(Code::Conflict, error.to_string())
+                }
+                crate::reload::Error::Store(_) => ApiError::v1(Code::NotReady, error.to_string()),
+            })
+        }
+    }
 }

@@ -94,7 +94,8 @@ fn resolve<'a>(
     params: &Params,
 ) -> Result<&'a std::sync::Arc<Credential>, ApiError> {
     let secret = presented_secret(headers, params.secret.as_deref());
-    let caller = identify(&state.auth, &state.refusals, route, secret, peer).map_err(denied)?;
+    let caller =
+        identify(&state.auth.load(), &state.refusals, route, secret, peer).map_err(denied)?;
     let app = match (&params.app, &state.default_app) {
         (Some(app), _) => app.as_ref(),
         (None, Some(default)) => default,

@@ -20,6 +20,8 @@ pub mod v1;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use axum::Router;
 use axum::handler::Handler;
 use axum::http::{StatusCode, Uri};
@@ -31,6 +33,7 @@ use crate::log_limit::LogLimiter;
 use crate::metrics::UNMATCHED_ROUTE;
 use crate::refresh::Refresher;
 use crate::registry::Registry;
+use crate::reload::Reloader;
 
 /// What every handler can reach. One `Arc`: axum clones the state for every request,
 /// and one atomic increment is all that should cost on the token route.
@@ -40,9 +43,12 @@ pub struct AppState(Arc<Shared>);
 /// The contents of [`AppState`].
 pub struct Shared {
     pub refresher: Arc<Refresher>,
-    pub auth: Auth,
+    /// Who may call; replaced as a whole when the config is reloaded.
+    pub auth: Arc<ArcSwap<Auth>>,
     /// The runtime app registry, `/v1/apps`.
     pub registry: Arc<Registry>,
+    /// Reads the config file again (`POST /v1/reload`, SIGHUP).
+    pub reloader: Arc<Reloader>,
     /// The app used when a request names none: `default`, else the only app of the
     /// config file.
     pub default_app: Option<Arc<str>>,
@@ -60,7 +66,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(refresher: Arc<Refresher>, auth: Auth, registry: Arc<Registry>) -> Self {
+    pub fn new(
+        refresher: Arc<Refresher>,
+        auth: Arc<ArcSwap<Auth>>,
+        registry: Arc<Registry>,
+        reloader: Arc<Reloader>,
+    ) -> Self {
         let catalog = refresher.snapshot();
         let names: Vec<&str> = catalog
             .apps()
@@ -79,6 +90,7 @@ impl AppState {
             refresher,
             auth,
             registry,
+            reloader,
             default_app,
             refusals: LogLimiter::default(),
         }))
@@ -87,7 +99,7 @@ impl AppState {
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    let routes: [(&'static str, MethodRouter<AppState>); 15] = [
+    let routes: [(&'static str, MethodRouter<AppState>); 16] = [
         ("/wechat/token", get(legacy::get_token)),
         ("/wechat/token/forcerefresh", get(legacy::force_refresh)),
         ("/v1/tokens/{app}/{name}", get(v1::get_token)),
@@ -96,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         ("/v1/jssdk/{app}/signature", get(v1::jssdk_signature)),
         ("/v1/openapi.json", get(v1::openapi)),
         ("/v1/apps", get(apps::list)),
+        ("/v1/reload", post(apps::reload)),
         (
             "/v1/apps/{app}",
             get(apps::get).put(apps::put).delete(apps::delete),

@@ -53,7 +53,7 @@ fn caller(
     peer: Peer,
 ) -> Result<Caller, ApiError> {
     identify(
-        &state.auth,
+        &state.auth.load(),
         &state.refusals,
         route,
         presented_secret(headers, None),

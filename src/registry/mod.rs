@@ -71,7 +71,7 @@ pub struct Registry {
     /// sealed.
     needs_key: bool,
     /// Apps of the config file: the registry may not define these names.
-    config_apps: HashSet<String>,
+    config_apps: std::sync::RwLock<HashSet<String>>,
     /// What this instance holds, changed one request (or follow step) at a time.
     state: tokio::sync::Mutex<Known>,
 }
@@ -91,11 +91,31 @@ impl Registry {
         Self {
             needs_key: store.is_shared(),
             sealer: config.store.encryption_key.as_ref().map(Sealer::new),
-            config_apps: config.apps.iter().map(|a| a.name.clone()).collect(),
+            config_apps: std::sync::RwLock::new(
+                config.apps.iter().map(|a| a.name.clone()).collect(),
+            ),
             store,
             refresher,
             state: tokio::sync::Mutex::new(Known::default()),
         }
+    }
+
+    /// Is `name` an app of the config file?
+    fn is_config_app(&self, name: &str) -> bool {
+        self.config_apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+    }
+
+    /// Is `name` an app of the registry?
+    pub async fn has(&self, name: &str) -> bool {
+        self.state.lock().await.definitions.contains_key(name)
+    }
+
+    /// The config file's apps are now `names` (after a reload).
+    pub fn set_config_apps(&self, names: HashSet<String>) {
+        *self.config_apps.write().unwrap_or_else(|e| e.into_inner()) = names;
     }
 
     /// Loads the registry from the store and adds its apps (at start-up, before the
@@ -125,7 +145,7 @@ impl Registry {
     /// be used.
     fn read_record(&self, record: &StoredApp) -> Option<(Value, crate::config::AppConfig)> {
         let name = &record.name;
-        if self.config_apps.contains(name) {
+        if self.is_config_app(name) {
             tracing::error!(app = %name, "the registry defines an app that the config file defines too; the config file's is used");
             return None;
         }
@@ -154,7 +174,7 @@ impl Registry {
     /// [`Error::Store`].
     pub async fn put(&self, name: &str, definition: Value) -> Result<(Put, Value), Error> {
         let app = spec::parse(name, &definition).map_err(|e| Error::Invalid(e.0))?;
-        if self.config_apps.contains(name) {
+        if self.is_config_app(name) {
             return Err(Error::Conflict(format!(
                 "app {name:?} is defined in the config file; change it there"
             )));
@@ -201,7 +221,7 @@ impl Registry {
     /// [`Error::NotFound`]; [`Error::Conflict`] for an app of the config file;
     /// [`Error::Store`].
     pub async fn delete(&self, name: &str) -> Result<(), Error> {
-        if self.config_apps.contains(name) {
+        if self.is_config_app(name) {
             return Err(Error::Conflict(format!(
                 "app {name:?} is defined in the config file; remove it there"
             )));

@@ -294,8 +294,24 @@ impl TestApp {
         Self::start_with_routes(sim, text, axum::Router::new()).await
     }
 
+    /// Like [`start`](Self::start), from the config file `path` holding `text` (so
+    /// that `POST /v1/reload` reads it again).
+    pub async fn start_from_file(sim: TestSim, text: &str, path: &std::path::Path) -> Self {
+        std::fs::write(path, text.replace(SIM_PLACEHOLDER, &sim.addr.to_string())).unwrap();
+        Self::launch(sim, text, axum::Router::new(), Some(path)).await
+    }
+
     /// Like [`start`](Self::start), with the test's own `routes` added to the server's.
     pub async fn start_with_routes(sim: TestSim, text: &str, routes: axum::Router) -> Self {
+        Self::launch(sim, text, routes, None).await
+    }
+
+    async fn launch(
+        sim: TestSim,
+        text: &str,
+        routes: axum::Router,
+        file: Option<&std::path::Path>,
+    ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter("wechat_token_server=debug")
@@ -305,10 +321,13 @@ impl TestApp {
         let text = text.replace(SIM_PLACEHOLDER, &sim.addr.to_string());
         let config = Config::parse(&text, &|_| None).expect("test config is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app = App::build(config, listener)
+        let mut app = App::build(config, listener)
             .await
             .unwrap()
             .with_routes(routes);
+        if let Some(path) = file {
+            app = app.with_config_file(path.to_owned());
+        }
         let base = format!("http://{}", app.local_addr().unwrap());
         let refresher = app.refresher();
         let shutdown = CancellationToken::new();

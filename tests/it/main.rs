@@ -22,6 +22,7 @@ mod platforms;
 mod quota;
 mod refresh;
 mod registry;
+mod reload;
 mod restart;
 mod scale;
 mod simulator;

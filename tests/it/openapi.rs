@@ -98,6 +98,8 @@ struct Case {
     url: String,
     key: Option<&'static str>,
     body: Option<Value>,
+    /// Written over the server's config file before the request (reload cases).
+    file: Option<String>,
 }
 
 fn case(
@@ -115,6 +117,7 @@ fn case(
         url: url.into(),
         key,
         body,
+        file: None,
     }
 }
 
@@ -150,7 +153,9 @@ networks = ["10.0.0.0/8"]
 "#,
         four_apps(sim.addr)
     ));
-    let app = TestApp::start(sim, &text).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    let app = TestApp::start_from_file(sim, &text, &file).await;
     for (a, n) in [
         ("shop", "access_token"),
         ("shop", "jsapi_ticket"),
@@ -328,6 +333,7 @@ networks = ["10.0.0.0/8"]
     let (put, delete) = (Method::PUT, Method::DELETE);
     const APPS: &str = "/v1/apps";
     const APP: &str = "/v1/apps/{app}";
+    const RELOAD: &str = "/v1/reload";
     let reg = json!({"platform": "mp", "appid": "wx_reg", "secret": "reg_secret", "api_base": format!("http://127.0.0.1:{down}")});
     let registry_cases = [
         case(
@@ -401,6 +407,19 @@ networks = ["10.0.0.0/8"]
         ),
         case(get.clone(), APPS, 401, "/v1/apps", None, None),
         case(get.clone(), APPS, 403, "/v1/apps", Some(OTHER), None),
+        case(post.clone(), RELOAD, 200, RELOAD, Some(SECRET), None),
+        case(post.clone(), RELOAD, 401, RELOAD, None, None),
+        case(post.clone(), RELOAD, 403, RELOAD, Some(OTHER), None),
+        Case {
+            file: Some(format!(
+                "{text}\n[apps.reg]\nplatform = \"mp\"\nappid = \"wx_reg\"\nsecret = \"s\"\n"
+            )),
+            ..case(post.clone(), RELOAD, 409, RELOAD, Some(SECRET), None)
+        },
+        Case {
+            file: Some(text.replace("[apps.down]", "[apps.down]\ncolour = \"red\"")),
+            ..case(post.clone(), RELOAD, 400, RELOAD, Some(SECRET), None)
+        },
         case(delete.clone(), APP, 204, "/v1/apps/reg", Some(SECRET), None),
         case(delete.clone(), APP, 401, "/v1/apps/reg", None, None),
         case(delete.clone(), APP, 403, "/v1/apps/reg", Some(OTHER), None),
@@ -441,6 +460,9 @@ networks = ["10.0.0.0/8"]
 
     let mut problems = Vec::new();
     for c in &cases {
+        if let Some(text) = &c.file {
+            std::fs::write(&file, text).unwrap();
+        }
         let mut request = app
             .client
             .request(c.method.clone(), format!("{}{}", app.base, c.url));

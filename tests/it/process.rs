@@ -20,6 +20,11 @@ pub struct Server {
 impl Server {
     /// Starts `serve --config <config>` and waits for its "serving" log line.
     pub async fn start(config: &Path) -> Self {
+        Self::start_with(config, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with more arguments to `serve`.
+    pub async fn start_with(config: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args([
                 "--log-format",
@@ -30,6 +35,7 @@ impl Server {
                 "--config",
             ])
             .arg(config)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
