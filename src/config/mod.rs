@@ -7,15 +7,17 @@ mod masked;
 mod presets;
 mod raw;
 mod sources;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use clients::{ClientConfig, Scope, sha256};
+pub use clients::{ClientConfig, MIN_KEY_LEN, Scope, sha256};
 pub use presets::{MP_API_BASE, Platform, Preset, WECOM_API_BASE};
 pub use raw::{Backend, Method};
 pub use sources::{AppConfig, ForcedMode, SourceConfig};
+pub use store::REDIS_SCHEMES;
 
 use crate::domain::Secret;
 
@@ -25,7 +27,9 @@ pub const DEFAULT_APP: &str = "default";
 /// Why a config was rejected. Every variant names the key so the user can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read config file {path}: {source}")]
+    /// The I/O error is the source, not part of the message: `{:#}` chains print it
+    /// once.
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -179,13 +183,18 @@ impl Config {
                 "must be set: it is the secret business servers present (secret= or Bearer); use \"${WTS_REQUEST_SECRET}\" to read it from the environment",
             ));
         }
-        let max_connections = max_connections(raw.server.max_connections)?;
-        if raw.store.backend == Backend::Redis && raw.store.redis_url.is_none() {
+        // The request secret may do more than any client key: it gets at least their
+        // length rule.
+        if request_secret.chars().count() < MIN_KEY_LEN {
             return Err(Error::invalid(
-                "store.redis_url",
-                "must be set when store.backend = \"redis\"",
+                "server.request_secret",
+                format!(
+                    "must be at least {MIN_KEY_LEN} characters, like client keys (e.g. openssl rand -hex 16)"
+                ),
             ));
         }
+        let max_connections = max_connections(raw.server.max_connections)?;
+        let store = store::store(raw.store)?;
         let refresh = RefreshConfig {
             token_expire_time: raw
                 .refresh
@@ -244,12 +253,7 @@ impl Config {
                 )?,
                 idle_timeout: seconds("server.idle_timeout", raw.server.idle_timeout)?,
             },
-            store: StoreConfig {
-                backend: raw.store.backend,
-                path: raw.store.path,
-                redis_url: Secret::new(raw.store.redis_url.unwrap_or_default()),
-                key_prefix: raw.store.key_prefix,
-            },
+            store,
             refresh,
             quota,
             apps,

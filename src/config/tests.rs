@@ -2,7 +2,7 @@ use super::*;
 
 fn env(name: &str) -> Option<String> {
     match name {
-        "WTS_REQUEST_SECRET" => Some("s3cret-value".into()),
+        "WTS_REQUEST_SECRET" => Some("s3cret-value-0123456789".into()),
         "WECHAT_APPID" => Some("wx123".into()),
         "WECHAT_SECRET" => Some("appsecret-value".into()),
         _ => None,
@@ -34,7 +34,10 @@ fn err(text: &str) -> String {
 #[test]
 fn the_seed_example_loads_with_dependencies_first() {
     let config = Config::parse(SEED, &env).unwrap();
-    assert_eq!(config.server.request_secret.expose(), "s3cret-value");
+    assert_eq!(
+        config.server.request_secret.expose(),
+        "s3cret-value-0123456789"
+    );
     assert_eq!(
         config.refresh.token_expire_time,
         Some(Duration::from_secs(7000))
@@ -118,7 +121,7 @@ fn dangling_references_and_cycles_are_rejected() {
 
 #[test]
 fn no_sources_is_an_error() {
-    let e = err("[server]\nrequest_secret = \"x\"\n");
+    let e = err("[server]\nrequest_secret = \"request-secret-0123456789\"\n");
     assert!(e.contains("sources"), "{e}");
 }
 
@@ -143,7 +146,7 @@ fn masked_output_hides_every_secret() {
     )
     .unwrap();
     let shown = config.to_masked_toml();
-    for secret in ["s3cret-value", "appsecret-value", "pw-value"] {
+    for secret in ["s3cret-value-0123456789", "appsecret-value", "pw-value"] {
         assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
     }
     assert!(shown.contains("wx123"), "{shown}");
@@ -246,7 +249,7 @@ fn the_quota_reserve_must_leave_room_for_force_refreshes() {
 
 const PRESETS: &str = r#"
 [server]
-request_secret = "s"
+request_secret = "request-secret-0123456789"
 
 [apps.shop]
 platform = "mp"
@@ -401,7 +404,7 @@ fn the_default_app_of_sources_and_apps_default_cannot_both_exist() {
     let e = err(&text);
     assert!(e.starts_with("apps.default:"), "{e}");
     // Without [sources], an app may be called default.
-    let text = "[server]\nrequest_secret = \"s\"\n[apps.default]\nplatform = \"mp\"\nappid = \"a\"\nsecret = \"b\"\n";
+    let text = "[server]\nrequest_secret = \"request-secret-0123456789\"\n[apps.default]\nplatform = \"mp\"\nappid = \"a\"\nsecret = \"b\"\n";
     assert!(Config::parse(text, &env).is_ok());
 }
 

@@ -37,7 +37,7 @@ fn check_config_prints_the_resolved_config_with_secrets_masked() {
     let (ok, stdout, stderr) = check_config(
         VALID,
         &[
-            ("T_REQ_SECRET", "req-s3cret"),
+            ("T_REQ_SECRET", "req-s3cret-0123456789"),
             ("T_APP_SECRET", "app-s3cret"),
         ],
     );
@@ -55,7 +55,10 @@ fn check_config_prints_the_resolved_config_with_secrets_masked() {
 
 #[test]
 fn check_config_names_the_bad_key_and_fails() {
-    let env = [("T_REQ_SECRET", "x"), ("T_APP_SECRET", "y")];
+    let env = [
+        ("T_REQ_SECRET", "req-secret-0123456789"),
+        ("T_APP_SECRET", "y"),
+    ];
     let cases = [
         (VALID.replace("args =", "argz ="), "argz"),
         (
@@ -75,6 +78,22 @@ fn check_config_names_the_bad_key_and_fails() {
             "refresh.token_expire_time",
         ),
         ("[server\n".to_owned(), "line 1"),
+        (
+            VALID.replace("${T_REQ_SECRET}", "fifteen-chars!!"),
+            "server.request_secret: must be at least 16 characters",
+        ),
+        (
+            format!("{VALID}\n[store]\nredis_url = \"http://x\""),
+            "store.redis_url: scheme \"http\" is not a Redis scheme; supported: redis://, rediss://",
+        ),
+        (
+            format!("{VALID}\n[store]\nredis_url = \"redis-sentinel://h:26379#m\""),
+            "not supported yet",
+        ),
+        (
+            format!("{VALID}\n[store]\npath = \"\""),
+            "store.path: must not be empty",
+        ),
     ];
     for (text, needle) in cases {
         let (ok, _, stderr) = check_config(&text, &env);
@@ -95,6 +114,37 @@ fn a_missing_config_file_is_a_clear_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/wts.toml"), "{stderr}");
+    // The OS error once, and not called an invalid config.
+    assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("/nonexistent/wts.toml").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("invalid config"), "{stderr}");
+}
+
+#[test]
+fn check_config_into_a_closed_pipe_exits_cleanly() {
+    // `check-config | head -1`: the reader is gone before the config is printed. The
+    // read end is closed before the process starts, so every write fails with EPIPE.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, VALID).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("T_REQ_SECRET", "req-s3cret-0123456789")
+        .env("T_APP_SECRET", "app-s3cret")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]
