@@ -95,6 +95,8 @@ pub enum Code {
     Forbidden,
     /// 404: no such app, token or route.
     NotFound,
+    /// 405: a known route, another method.
+    MethodNotAllowed,
     /// 429: asked for a new token too soon after the last refresh.
     RateLimited,
     /// 502: WeChat refused or could not be reached, and no newer token exists.
@@ -114,6 +116,7 @@ impl Code {
             Code::Unauthorized => "unauthorized",
             Code::Forbidden => "forbidden",
             Code::NotFound => "not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
             Code::RateLimited => "rate_limited",
             Code::UpstreamError => "upstream_error",
             Code::NotReady => "not_ready",
@@ -128,6 +131,7 @@ impl Code {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::UpstreamError => StatusCode::BAD_GATEWAY,
             Code::NotReady => StatusCode::SERVICE_UNAVAILABLE,
