@@ -190,19 +190,26 @@ async fn demo_serves_a_valid_token_with_no_setup() {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
-        let mut tx = Some(tx);
+        let (mut url, mut tx) = (None, Some(tx));
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.trim().strip_prefix("access_token:")
-                && let Some(tx) = tx.take()
+            if let Some(u) = line.trim().strip_prefix("access_token:") {
+                url = Some(u.trim().to_owned());
+            }
+            if let Some(force) = line.trim().strip_prefix("force refresh:")
+                && let (Some(url), Some(tx)) = (url.take(), tx.take())
             {
-                let _ = tx.send(url.trim().to_owned());
+                let _ = tx.send((url, force.trim().to_owned()));
             }
         }
     });
-    let url = tokio::time::timeout(Duration::from_secs(20), rx)
+    let (url, force_url) = tokio::time::timeout(Duration::from_secs(20), rx)
         .await
         .unwrap()
         .unwrap();
+    assert!(
+        force_url.ends_with("&stale=REJECTED_TOKEN"),
+        "the printed force refresh reports a token: {force_url}"
+    );
     let client = reqwest::Client::new();
     let body = std::sync::Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
     crate::helpers::wait_until("the demo serves a token", Duration::from_secs(10), || {
@@ -219,10 +226,18 @@ async fn demo_serves_a_valid_token_with_no_setup() {
     })
     .await;
     let body = body.lock().unwrap().clone();
-    assert!(
-        body["access_token"].as_str().is_some_and(|t| t.len() > 20),
-        "{body}"
-    );
+    let token = body["access_token"].as_str().unwrap_or_default().to_owned();
+    assert!(token.len() > 20, "{body}");
+    // The printed force refresh, with the token filled in, gives a new token each time
+    // (no 30 s rate limit as without stale=).
+    let mut stale = token;
+    for _ in 0..2 {
+        let url = force_url.replace("REJECTED_TOKEN", &stale);
+        let fresh: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        let fresh = fresh["access_token"].as_str().unwrap().to_owned();
+        assert_ne!(fresh, stale, "force refresh gave the reported token back");
+        stale = fresh;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
 }
