@@ -28,6 +28,12 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     if let Command::CheckConfig(args) = &command {
         let config = load_config(&args.config)?;
+        // The files are read here too, so a wrong path or a key that does not match
+        // the certificate is found before the server is started with them.
+        if let Some(files) = &config.server.tls {
+            wechat_token_server::server::Tls::load(files)
+                .with_context(|| format!("invalid config {}", args.config.display()))?;
+        }
         print_stdout(&config.to_masked_toml())?;
         eprintln!("config {} is valid", args.config.display());
         return Ok(());

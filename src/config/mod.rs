@@ -85,6 +85,19 @@ pub struct ServerConfig {
     /// A kept-alive connection with no request under way and no new one started this
     /// long is closed.
     pub idle_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed (reverse proxies); the
+    /// headers of anyone else are ignored. Empty: nobody's.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// HTTPS instead of HTTP: `server.tls_cert` and `server.tls_key`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of the HTTPS certificate chain and its private key. Read when the server
+/// starts (and again on a reload); `check-config` reads them too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[store]`.
@@ -252,6 +265,11 @@ impl Config {
                     raw.server.header_read_timeout,
                 )?,
                 idle_timeout: seconds("server.idle_timeout", raw.server.idle_timeout)?,
+                trusted_proxies: clients::parse_nets(
+                    "server.trusted_proxies",
+                    &raw.server.trusted_proxies,
+                )?,
+                tls: tls_files(raw.server.tls_cert, raw.server.tls_key)?,
             },
             store,
             refresh,
@@ -287,6 +305,28 @@ fn serde_error(prefix: &str, e: serde_path_to_error::Error<toml::de::Error>) -> 
         key = "config".to_owned();
     }
     Error::invalid(key, message)
+}
+
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, Error> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            for (name, path) in [("server.tls_cert", &cert), ("server.tls_key", &key)] {
+                if path.as_os_str().is_empty() {
+                    return Err(Error::invalid(name, "must not be empty"));
+                }
+            }
+            Ok(Some(TlsFiles { cert, key }))
+        }
+        (Some(_), None) => Err(Error::invalid(
+            "server.tls_key",
+            "must be set with server.tls_cert (the PEM file of the certificate's private key)",
+        )),
+        (None, Some(_)) => Err(Error::invalid(
+            "server.tls_cert",
+            "must be set with server.tls_key (the PEM file of the certificate chain)",
+        )),
+    }
 }
 
 fn quota(raw: &raw::RawQuota) -> Result<QuotaConfig, Error> {

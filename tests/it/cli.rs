@@ -94,6 +94,14 @@ fn check_config_names_the_bad_key_and_fails() {
             format!("{VALID}\n[store]\npath = \"\""),
             "store.path: must not be empty",
         ),
+        (
+            VALID.replace("[server]", "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]"),
+            "server.trusted_proxies",
+        ),
+        (
+            VALID.replace("[server]", "[server]\ntls_cert = \"/etc/cert.pem\""),
+            "server.tls_key: must be set with server.tls_cert",
+        ),
     ];
     for (text, needle) in cases {
         let (ok, _, stderr) = check_config(&text, &env);
