@@ -164,7 +164,11 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(config.server.idle_timeout, Duration::from_secs(60));
     assert_eq!(config.refresh.force_min_interval, Duration::from_secs(30));
-    assert_eq!(config.apps[0].sources.len(), 2);
+    // The live part is a preset, so JS-SDK signatures work on the documented path.
+    assert_eq!(config.apps.len(), 1);
+    assert_eq!(config.apps[0].name, "shop");
+    assert!(config.apps[0].preset.is_some());
+    assert!(config.apps[0].source("jsapi_ticket").is_some());
     assert_eq!(
         config.quota,
         QuotaConfig {
@@ -176,6 +180,31 @@ fn the_shipped_example_config_is_valid() {
         config.refresh.needs_person_retry_delay,
         Duration::from_secs(300)
     );
+}
+
+#[test]
+fn the_example_configs_seed_compatible_section_works_uncommented() {
+    let text = include_str!("../../wechat-token-server.example.toml");
+    let start = text.find("# --- seed-compatible sources ---").unwrap();
+    let end = text
+        .find("# --- end of seed-compatible sources ---")
+        .unwrap();
+    // The sources instead of the preset.
+    let apps = text.find("[apps.shop]").unwrap();
+    let live_apps_end = text[apps..].find("\n\n").unwrap() + apps;
+    let mut seed = String::from(&text[..apps]);
+    seed.push_str(&text[live_apps_end..start]);
+    for line in text[start..end].lines().skip(1) {
+        seed.push_str(
+            line.strip_prefix("# ")
+                .unwrap_or(line.trim_start_matches('#')),
+        );
+        seed.push('\n');
+    }
+    let config = Config::parse(&seed, &env).unwrap();
+    let default = config.app(DEFAULT_APP).unwrap();
+    let names: Vec<&str> = default.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["access_token", "ticket"]);
 }
 
 #[test]
