@@ -21,7 +21,7 @@ use axum::routing::get;
 use wechat_token_server::simulator::{DEMO_APPID, DEMO_SECRET, SimConfig, Simulator};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_wechat-token-server");
-const SECRET: &str = "bench-secret";
+const SECRET: &str = "bench-request-secret";
 
 struct WrkResult {
     requests_per_sec: f64,

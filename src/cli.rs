@@ -86,7 +86,8 @@ pub struct ReloadArgs {
 /// Flags of `healthcheck`.
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
-    /// Readiness URL of the server to check.
+    /// The server to check: a base URL (`http://HOST:PORT`) checks its `/readyz`; a URL
+    /// with a path checks that path.
     #[arg(long, default_value = crate::healthcheck::DEFAULT_URL)]
     pub url: String,
 }

@@ -43,6 +43,9 @@ tickets = ["jsapi", "agent_config"]
 api_base = ["http://@SIMULATOR@"]
 "#;
 
+/// Stands for the token to report in the printed force-refresh URL.
+pub const STALE_PLACEHOLDER: &str = "REJECTED_TOKEN";
+
 /// Runs the demo until `shutdown`.
 ///
 /// # Errors
@@ -96,8 +99,13 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     println!();
     println!("  access_token:   {base}/wechat/token?type=access_token&secret={secret}");
     println!("  jsapi ticket:   {base}/wechat/token?type=ticket&secret={secret}");
+    // With `stale=`: without it, a second force refresh within
+    // refresh.force_min_interval (30 s) returns the same token, which looks broken.
     println!(
-        "  force refresh:  {base}/wechat/token/forcerefresh?type=access_token&secret={secret}"
+        "  force refresh:  {base}/wechat/token/forcerefresh?type=access_token&secret={secret}&stale={STALE_PLACEHOLDER}"
+    );
+    println!(
+        "                  (replace {STALE_PLACEHOLDER} with the token WeChat rejected, e.g. the one the first URL returns)"
     );
     println!("  status page:    {base}/");
     println!("  metrics:        {base}/metrics");

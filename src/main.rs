@@ -1,5 +1,7 @@
 //! The `wechat-token-server` binary: parse the command line, set up logging, run.
 
+use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -25,9 +27,14 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     if let Command::CheckConfig(args) = &command {
-        let config = Config::load(&args.config)
-            .with_context(|| format!("invalid config {}", args.config.display()))?;
-        print!("{}", config.to_masked_toml());
+        let config = load_config(&args.config)?;
+        // The files are read here too, so a wrong path or a key that does not match
+        // the certificate is found before the server is started with them.
+        if let Some(files) = &config.server.tls {
+            wechat_token_server::server::Tls::load(files)
+                .with_context(|| format!("invalid config {}", args.config.display()))?;
+        }
+        print_stdout(&config.to_masked_toml())?;
         eprintln!("config {} is valid", args.config.display());
         return Ok(());
     }
@@ -40,8 +47,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         match command {
             Command::Serve(args) => {
                 let path = args.config.config;
-                let config = Config::load(&path)
-                    .with_context(|| format!("invalid config {}", path.display()))?;
+                let config = load_config(&path)?;
                 let listener = tokio::net::TcpListener::bind(config.server.bind)
                     .await
                     .with_context(|| {
@@ -68,4 +74,26 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::CheckConfig(_) => unreachable!("handled above"),
         }
     })
+}
+
+/// Loads the config file; an unreadable file is said as such, not as an invalid config.
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| match e {
+        wechat_token_server::config::Error::Read { .. } => anyhow::Error::new(e),
+        invalid => {
+            anyhow::Error::new(invalid).context(format!("invalid config {}", path.display()))
+        }
+    })
+}
+
+/// Writes `text` to stdout. A reader that stopped reading (`check-config | head -1`)
+/// is not an error: what it wanted was written. `print!` would panic there.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
 }

@@ -20,6 +20,7 @@ use crate::config::{AppConfig, Config};
 use crate::domain::CredentialKey;
 use crate::refresh::{Origin, Refresher};
 use crate::registry::Registry;
+use crate::server::Tls;
 
 /// What a reload changed.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -53,6 +54,9 @@ pub struct Reloader {
     refresher: Arc<Refresher>,
     registry: Arc<Registry>,
     auth: Arc<ArcSwap<Auth>>,
+    /// The HTTPS certificate, read again from its files on every reload (a renewed
+    /// certificate is picked up without a restart).
+    tls: Option<Arc<Tls>>,
     /// One reload at a time.
     running: tokio::sync::Mutex<()>,
 }
@@ -63,6 +67,7 @@ impl Reloader {
         refresher: Arc<Refresher>,
         registry: Arc<Registry>,
         auth: Arc<ArcSwap<Auth>>,
+        tls: Option<Arc<Tls>>,
     ) -> Self {
         Self {
             path: Mutex::new(None),
@@ -70,6 +75,7 @@ impl Reloader {
             refresher,
             registry,
             auth,
+            tls,
             running: tokio::sync::Mutex::new(()),
         }
     }
@@ -109,6 +115,14 @@ impl Reloader {
                     app.name, app.name
                 )));
             }
+        }
+        // The certificate first: a bad one refuses the whole reload.
+        if let (Some(tls), Some(files)) = (&self.tls, &new.server.tls) {
+            tls.reload(files).map_err(|e| {
+                Error::Invalid(format!(
+                    "server.tls_cert / server.tls_key: {e}; the running config is kept"
+                ))
+            })?;
         }
         let mut summary = Summary {
             clients: new.clients.len(),
@@ -217,6 +231,14 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         }
     };
     check("server.bind", old.server.bind == new.server.bind);
+    check(
+        "server.tls_cert",
+        old.server.tls.is_some() == new.server.tls.is_some(),
+    );
+    check(
+        "server.trusted_proxies",
+        old.server.trusted_proxies == new.server.trusted_proxies,
+    );
     check(
         "server.max_connections",
         old.server.max_connections == new.server.max_connections,

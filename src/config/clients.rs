@@ -200,6 +200,14 @@ fn networks(key: &str, list: Vec<String>) -> Result<Vec<IpNet>, Error> {
             "is empty, which would refuse every request; omit it to allow any network",
         ));
     }
+    parse_nets(key, &list)
+}
+
+/// CIDRs or bare addresses (a bare address means that host alone).
+///
+/// # Errors
+/// [`Error::Invalid`] naming `key` and the entry.
+pub(super) fn parse_nets(key: &str, list: &[String]) -> Result<Vec<IpNet>, Error> {
     list.iter()
         .map(|text| {
             let text = text.trim();

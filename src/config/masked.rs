@@ -25,6 +25,17 @@ pub fn render(config: &Config) -> String {
     ] {
         server.insert(key.into(), value.as_secs_f64().into());
     }
+    let proxies: Vec<Value> = config
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|net| net.to_string().into())
+        .collect();
+    server.insert("trusted_proxies".into(), proxies.into());
+    if let Some(tls) = &config.server.tls {
+        server.insert("tls_cert".into(), tls.cert.display().to_string().into());
+        server.insert("tls_key".into(), tls.key.display().to_string().into());
+    }
     root.insert("server".into(), server.into());
 
     let mut store = Table::new();

@@ -7,17 +7,19 @@ mod masked;
 mod presets;
 mod raw;
 mod sources;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use clients::{ClientConfig, Scope, sha256};
+pub use clients::{ClientConfig, MIN_KEY_LEN, Scope, sha256};
 pub use presets::{
     MP_API_BASE, Platform, Preset, SECRET_KEYS, TOKEN_NAMES, WECOM_API_BASE, preset_app,
 };
 pub use raw::{Backend, Method};
 pub use sources::{AppConfig, ForcedMode, SourceConfig};
+pub use store::REDIS_SCHEMES;
 
 use crate::domain::Secret;
 
@@ -27,7 +29,9 @@ pub const DEFAULT_APP: &str = "default";
 /// Why a config was rejected. Every variant names the key so the user can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read config file {path}: {source}")]
+    /// The I/O error is the source, not part of the message: `{:#}` chains print it
+    /// once.
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -83,6 +87,19 @@ pub struct ServerConfig {
     /// A kept-alive connection with no request under way and no new one started this
     /// long is closed.
     pub idle_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed (reverse proxies); the
+    /// headers of anyone else are ignored. Empty: nobody's.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// HTTPS instead of HTTP: `server.tls_cert` and `server.tls_key`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of the HTTPS certificate chain and its private key. Read when the server
+/// starts (and again on a reload); `check-config` reads them too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[store]`.
@@ -219,13 +236,18 @@ impl Config {
                 "must be set: it is the secret business servers present (secret= or Bearer); use \"${WTS_REQUEST_SECRET}\" to read it from the environment",
             ));
         }
-        let max_connections = max_connections(raw.server.max_connections)?;
-        if raw.store.backend == Backend::Redis && raw.store.redis_url.is_none() {
+        // The request secret may do more than any client key: it gets at least their
+        // length rule.
+        if request_secret.chars().count() < MIN_KEY_LEN {
             return Err(Error::invalid(
-                "store.redis_url",
-                "must be set when store.backend = \"redis\"",
+                "server.request_secret",
+                format!(
+                    "must be at least {MIN_KEY_LEN} characters, like client keys (e.g. openssl rand -hex 16)"
+                ),
             ));
         }
+        let max_connections = max_connections(raw.server.max_connections)?;
+        let store = store::store(raw.store)?;
         let refresh = RefreshConfig {
             token_expire_time: raw
                 .refresh
@@ -283,19 +305,13 @@ impl Config {
                     raw.server.header_read_timeout,
                 )?,
                 idle_timeout: seconds("server.idle_timeout", raw.server.idle_timeout)?,
+                trusted_proxies: clients::parse_nets(
+                    "server.trusted_proxies",
+                    &raw.server.trusted_proxies,
+                )?,
+                tls: tls_files(raw.server.tls_cert, raw.server.tls_key)?,
             },
-            store: StoreConfig {
-                backend: raw.store.backend,
-                path: raw.store.path,
-                redis_url: Secret::new(raw.store.redis_url.unwrap_or_default()),
-                key_prefix: raw.store.key_prefix,
-                encryption_key: raw
-                    .store
-                    .encryption_key
-                    .as_deref()
-                    .map(EncryptionKey::parse)
-                    .transpose()?,
-            },
+            store,
             refresh,
             quota,
             apps,
@@ -329,6 +345,28 @@ fn serde_error(prefix: &str, e: serde_path_to_error::Error<toml::de::Error>) -> 
         key = "config".to_owned();
     }
     Error::invalid(key, message)
+}
+
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, Error> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            for (name, path) in [("server.tls_cert", &cert), ("server.tls_key", &key)] {
+                if path.as_os_str().is_empty() {
+                    return Err(Error::invalid(name, "must not be empty"));
+                }
+            }
+            Ok(Some(TlsFiles { cert, key }))
+        }
+        (Some(_), None) => Err(Error::invalid(
+            "server.tls_key",
+            "must be set with server.tls_cert (the PEM file of the certificate's private key)",
+        )),
+        (None, Some(_)) => Err(Error::invalid(
+            "server.tls_cert",
+            "must be set with server.tls_key (the PEM file of the certificate chain)",
+        )),
+    }
 }
 
 fn quota(raw: &raw::RawQuota) -> Result<QuotaConfig, Error> {

@@ -51,6 +51,11 @@ pub struct RawServer {
     pub shutdown_timeout: f64,
     pub header_read_timeout: f64,
     pub idle_timeout: f64,
+    /// CIDRs or addresses of reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<String>,
+    /// PEM files for HTTPS; both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for RawServer {
@@ -64,6 +69,9 @@ impl Default for RawServer {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            trusted_proxies: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

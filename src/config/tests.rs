@@ -2,7 +2,7 @@ use super::*;
 
 fn env(name: &str) -> Option<String> {
     match name {
-        "WTS_REQUEST_SECRET" => Some("s3cret-value".into()),
+        "WTS_REQUEST_SECRET" => Some("s3cret-value-0123456789".into()),
         "WECHAT_APPID" => Some("wx123".into()),
         "WECHAT_SECRET" => Some("appsecret-value".into()),
         _ => None,
@@ -34,7 +34,10 @@ fn err(text: &str) -> String {
 #[test]
 fn the_seed_example_loads_with_dependencies_first() {
     let config = Config::parse(SEED, &env).unwrap();
-    assert_eq!(config.server.request_secret.expose(), "s3cret-value");
+    assert_eq!(
+        config.server.request_secret.expose(),
+        "s3cret-value-0123456789"
+    );
     assert_eq!(
         config.refresh.token_expire_time,
         Some(Duration::from_secs(7000))
@@ -118,7 +121,7 @@ fn dangling_references_and_cycles_are_rejected() {
 
 #[test]
 fn no_sources_is_an_error() {
-    let e = err("[server]\nrequest_secret = \"x\"\n");
+    let e = err("[server]\nrequest_secret = \"request-secret-0123456789\"\n");
     assert!(e.contains("sources"), "{e}");
 }
 
@@ -143,7 +146,7 @@ fn masked_output_hides_every_secret() {
     )
     .unwrap();
     let shown = config.to_masked_toml();
-    for secret in ["s3cret-value", "appsecret-value", "pw-value"] {
+    for secret in ["s3cret-value-0123456789", "appsecret-value", "pw-value"] {
         assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
     }
     assert!(shown.contains("wx123"), "{shown}");
@@ -161,7 +164,11 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(config.server.idle_timeout, Duration::from_secs(60));
     assert_eq!(config.refresh.force_min_interval, Duration::from_secs(30));
-    assert_eq!(config.apps[0].sources.len(), 2);
+    // The live part is a preset, so JS-SDK signatures work on the documented path.
+    assert_eq!(config.apps.len(), 1);
+    assert_eq!(config.apps[0].name, "shop");
+    assert!(config.apps[0].preset.is_some());
+    assert!(config.apps[0].source("jsapi_ticket").is_some());
     assert_eq!(
         config.quota,
         QuotaConfig {
@@ -173,6 +180,31 @@ fn the_shipped_example_config_is_valid() {
         config.refresh.needs_person_retry_delay,
         Duration::from_secs(300)
     );
+}
+
+#[test]
+fn the_example_configs_seed_compatible_section_works_uncommented() {
+    let text = include_str!("../../wechat-token-server.example.toml");
+    let start = text.find("# --- seed-compatible sources ---").unwrap();
+    let end = text
+        .find("# --- end of seed-compatible sources ---")
+        .unwrap();
+    // The sources instead of the preset.
+    let apps = text.find("[apps.shop]").unwrap();
+    let live_apps_end = text[apps..].find("\n\n").unwrap() + apps;
+    let mut seed = String::from(&text[..apps]);
+    seed.push_str(&text[live_apps_end..start]);
+    for line in text[start..end].lines().skip(1) {
+        seed.push_str(
+            line.strip_prefix("# ")
+                .unwrap_or(line.trim_start_matches('#')),
+        );
+        seed.push('\n');
+    }
+    let config = Config::parse(&seed, &env).unwrap();
+    let default = config.app(DEFAULT_APP).unwrap();
+    let names: Vec<&str> = default.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["access_token", "ticket"]);
 }
 
 #[test]
@@ -246,7 +278,7 @@ fn the_quota_reserve_must_leave_room_for_force_refreshes() {
 
 const PRESETS: &str = r#"
 [server]
-request_secret = "s"
+request_secret = "request-secret-0123456789"
 
 [apps.shop]
 platform = "mp"
@@ -401,7 +433,7 @@ fn the_default_app_of_sources_and_apps_default_cannot_both_exist() {
     let e = err(&text);
     assert!(e.starts_with("apps.default:"), "{e}");
     // Without [sources], an app may be called default.
-    let text = "[server]\nrequest_secret = \"s\"\n[apps.default]\nplatform = \"mp\"\nappid = \"a\"\nsecret = \"b\"\n";
+    let text = "[server]\nrequest_secret = \"request-secret-0123456789\"\n[apps.default]\nplatform = \"mp\"\nappid = \"a\"\nsecret = \"b\"\n";
     assert!(Config::parse(text, &env).is_ok());
 }
 

@@ -14,10 +14,14 @@ use axum::http::request::Parts;
 
 use crate::auth::{Action, Auth, Caller, Refusal};
 use crate::log_limit::LogLimiter;
+use crate::server::ForwardedClient;
 
-/// The TCP peer's address, from `ConnectInfo` (set by `App::run`). `None` when the
-/// router is driven without a socket (e.g. `tower::ServiceExt::oneshot` in tests):
-/// then clients limited to networks are refused, and the others are unaffected.
+/// The client's address, for `networks` checks and logs: what a trusted proxy says
+/// (`server.trusted_proxies`; the server sets [`ForwardedClient`]), else the TCP
+/// peer's, from `ConnectInfo` (set by the server). `None` when a trusted proxy sent a
+/// header naming no address, or the router is driven without a socket (e.g.
+/// `tower::ServiceExt::oneshot` in tests): then clients limited to networks are
+/// refused, and the others are unaffected.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub Option<IpAddr>);
 
@@ -25,6 +29,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ForwardedClient(client)) = parts.extensions.get::<ForwardedClient>() {
+            return Ok(Peer(*client));
+        }
         Ok(Peer(
             parts
                 .extensions

@@ -97,6 +97,8 @@ pub enum Code {
     NotFound,
     /// 409: the change conflicts with the server's setup (an app of the config file).
     Conflict,
+    /// 405: a known route, another method.
+    MethodNotAllowed,
     /// 429: asked for a new token too soon after the last refresh.
     RateLimited,
     /// 502: WeChat refused or could not be reached, and no newer token exists.
@@ -117,6 +119,7 @@ impl Code {
             Code::Forbidden => "forbidden",
             Code::NotFound => "not_found",
             Code::Conflict => "conflict",
+            Code::MethodNotAllowed => "method_not_allowed",
             Code::RateLimited => "rate_limited",
             Code::UpstreamError => "upstream_error",
             Code::NotReady => "not_ready",
@@ -132,6 +135,7 @@ impl Code {
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::Conflict => StatusCode::CONFLICT,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::UpstreamError => StatusCode::BAD_GATEWAY,
             Code::NotReady => StatusCode::SERVICE_UNAVAILABLE,

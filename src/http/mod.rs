@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 
 use axum::Router;
 use axum::handler::Handler;
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 
@@ -132,12 +132,31 @@ pub fn router(state: AppState) -> Router {
     for (path, method_router) in routes {
         router = router.route(path, method_router.layer(measured(path)));
     }
+    // After every route: it replaces the default 405 of the routes added so far (axum
+    // keeps their `Allow` header).
     router
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found.layer(measured(UNMATCHED_ROUTE)))
         .with_state(state)
 }
 
 pub use caller::report_suppressed;
+
+/// 405 for a known path and another method, in the style of the route family (axum's
+/// own has an empty body, which clients that parse every error cannot read).
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let message = format!(
+        "{method} is not allowed on {}; see the Allow header",
+        uri.path()
+    );
+    if error::is_v1_path(uri.path()) {
+        error::ApiError::v1(error::Code::MethodNotAllowed, message).into_response()
+    } else {
+        error::ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            .with_message(message)
+            .into_response()
+    }
+}
 
 /// 404 for unknown paths, in the style of the route family the path belongs to.
 async fn not_found(uri: Uri) -> Response {

@@ -28,7 +28,11 @@ impl Refresher {
         let refresher = self.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
-            let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
+            // No read at once: the subscription's first event is a full read.
+            let mut reconcile = tokio::time::interval_at(
+                tokio::time::Instant::now() + RECONCILE_INTERVAL,
+                RECONCILE_INTERVAL,
+            );
             reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // The store's revision last caught up with (None: read everything).
             let mut seen: Option<u64> = None;

@@ -31,7 +31,6 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -40,14 +39,20 @@ use super::{Accepted, Limits};
 
 /// Serves one connection until the client closes it, a timeout closes it, or shutdown
 /// does (gracefully on `shutdown`, at once on `force`).
-pub(super) async fn serve(
-    accepted: Accepted,
+pub(super) async fn serve<S>(
+    accepted: Accepted<S>,
     router: Router,
     limits: &Limits,
     shutdown: &CancellationToken,
     force: &CancellationToken,
-) {
-    let Accepted { stream, peer } = accepted;
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Accepted {
+        stream,
+        peer,
+        proxies,
+    } = accepted;
     // Tokens of this connection's own: a pending `cancelled()` takes its token's lock
     // each time the task wakes, and the shared tokens' locks would be contended by
     // every connection on every request.
@@ -57,7 +62,7 @@ pub(super) async fn serve(
         stream,
         activity: activity.clone(),
     });
-    let service = RequestService::new(router, peer, activity.clone(), limits.max_body);
+    let service = RequestService::new(router, peer, proxies, activity.clone(), limits.max_body);
     let mut builder = http1::Builder::new();
     // Our timer keeps the header timeout (see the module docs); hyper would panic
     // without a timer if it were set, and warn about its default.
@@ -199,15 +204,15 @@ impl Activity {
 }
 
 pin_project_lite::pin_project! {
-    /// The socket, telling [`Activity`] when bytes arrive.
-    struct Watched {
+    /// The socket (or the TLS stream over it), telling [`Activity`] when bytes arrive.
+    struct Watched<S> {
         #[pin]
-        stream: TcpStream,
+        stream: S,
         activity: Arc<Activity>,
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -223,7 +228,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -11,9 +11,16 @@
 //!   shutdown with a deadline.
 //! - [`conn`]: one connection: the header-read and idle timeouts.
 //! - [`request`]: one request: the peer address, the body limit, the panic guard.
+//! - [`tls`]: HTTPS, with a certificate that can be swapped while serving.
+//! - [`forwarded`]: the client's address behind trusted reverse proxies.
 
 mod conn;
+mod forwarded;
 mod request;
+mod tls;
+
+pub use forwarded::{ForwardedClient, TrustedProxies};
+pub use tls::{Tls, TlsError};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,6 +70,14 @@ impl Limits {
     }
 }
 
+/// What sits in front of the router: TLS, and whose forwarding headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct Frontend {
+    /// `Some`: HTTPS only.
+    pub tls: Option<Arc<Tls>>,
+    pub proxies: Arc<TrustedProxies>,
+}
+
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting,
 /// lets open connections finish their requests for at most
 /// [`Limits::shutdown_timeout`], closes those still open, and returns.
@@ -77,6 +92,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    frontend: Frontend,
     shutdown: CancellationToken,
 ) {
     // Every permit is a connection; it is released when the connection's task ends.
@@ -115,15 +131,21 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let (router, shutdown, force) = (router.clone(), shutdown.clone(), force.clone());
+        let (tls, proxies) = (frontend.tls.clone(), frontend.proxies.clone());
         connections.spawn(async move {
-            conn::serve(
-                Accepted { stream, peer },
-                router,
-                &limits,
-                &shutdown,
-                &force,
-            )
-            .await;
+            let accepted = Accepted {
+                stream,
+                peer,
+                proxies,
+            };
+            match tls {
+                None => conn::serve(accepted, router, &limits, &shutdown, &force).await,
+                Some(tls) => {
+                    if let Some(accepted) = handshake(accepted, &tls, &limits, &shutdown).await {
+                        conn::serve(accepted, router, &limits, &shutdown, &force).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -148,10 +170,47 @@ pub async fn serve(
     }
 }
 
-/// An accepted TCP connection and its peer.
-struct Accepted {
-    stream: TcpStream,
+/// An accepted connection (TCP, or TLS over it) and its peer.
+struct Accepted<S = TcpStream> {
+    stream: S,
     peer: SocketAddr,
+    proxies: Arc<TrustedProxies>,
+}
+
+/// The TLS handshake of a new connection, within the header-read timeout (a client
+/// that opens a connection and stalls its handshake is the slowloris case too).
+/// `None` when it fails, times out or shutdown begins: the connection is dropped.
+async fn handshake(
+    accepted: Accepted,
+    tls: &Tls,
+    limits: &Limits,
+    shutdown: &CancellationToken,
+) -> Option<Accepted<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let Accepted {
+        stream,
+        peer,
+        proxies,
+    } = accepted;
+    let handshake = tokio::time::timeout(limits.header_read_timeout, tls.acceptor().accept(stream));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake not done within server.header_read_timeout");
+                return None;
+            }
+        },
+        () = shutdown.cancelled() => return None,
+    };
+    Some(Accepted {
+        stream,
+        peer,
+        proxies,
+    })
 }
 
 /// A failed `accept`: errors of one connection (reset before it was accepted) are

@@ -25,12 +25,14 @@ use hyper::body::Incoming;
 use tower_service::Service;
 
 use super::conn::Activity;
+use super::forwarded::TrustedProxies;
 use crate::http::error::{ApiError, is_v1_path};
 
 /// The service hyper calls for each request of one connection.
 pub(super) struct RequestService {
     router: Router,
     peer: SocketAddr,
+    proxies: Arc<TrustedProxies>,
     activity: Arc<Activity>,
     max_body: usize,
 }
@@ -39,12 +41,14 @@ impl RequestService {
     pub(super) fn new(
         router: Router,
         peer: SocketAddr,
+        proxies: Arc<TrustedProxies>,
         activity: Arc<Activity>,
         max_body: usize,
     ) -> Self {
         Self {
             router,
             peer,
+            proxies,
             activity,
             max_body,
         }
@@ -70,6 +74,12 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         // As `into_make_service_with_connect_info::<SocketAddr>` does: handlers see the
         // peer (client `networks` are checked against it).
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        // Read only behind a trusted proxy: nothing to do for anyone else.
+        if !self.proxies.is_empty()
+            && let Some(client) = self.proxies.client(self.peer, request.headers())
+        {
+            request.extensions_mut().insert(client);
+        }
         let max_body = self.max_body;
         let request = request.map(|body| {
             if size.upper().is_some_and(|upper| upper <= max_body as u64) {

@@ -213,3 +213,46 @@ async fn healthcheck_fails_with_a_message_when_nothing_answers() {
     assert!(!ok);
     assert!(output.contains("cannot reach"), "{output}");
 }
+
+#[tokio::test]
+async fn healthcheck_with_a_base_url_checks_readyz_and_a_path_is_kept() {
+    // Never ready: WeChat refuses the secret. `/` (the status page) still answers 200.
+    let sim = TestSim::start(SimConfig::default()).await;
+    sim.fault(
+        "/cgi-bin/token",
+        1000,
+        json!({"errcode": 40125, "errmsg": "invalid appsecret"}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = server_config(dir.path(), sim.addr, "needs_person_retry_delay = 600");
+    let server = Server::start(&config).await;
+    for base in [server.base.clone(), format!("{}/", server.base)] {
+        let (ok, output) = healthcheck(&base);
+        assert!(!ok, "{base} passed while not ready: {output}");
+        assert!(
+            output.contains("/readyz") && output.contains("503"),
+            "{output}"
+        );
+    }
+    let (ok, output) = healthcheck(&format!("{}/healthz", server.base));
+    assert!(ok, "a URL with a path checks that path: {output}");
+
+    let ready_sim = TestSim::start(SimConfig::default()).await;
+    let ready_config = server_config(dir.path(), ready_sim.addr, "");
+    let ready = Server::start(&ready_config).await;
+    let base = ready.base.clone();
+    wait_until(
+        "healthcheck --url BASE passes",
+        Duration::from_secs(15),
+        || {
+            let base = base.clone();
+            async move {
+                tokio::task::spawn_blocking(move || healthcheck(&base).0)
+                    .await
+                    .unwrap()
+            }
+        },
+    )
+    .await;
+}

@@ -132,3 +132,51 @@ async fn apps_without_a_jsapi_ticket_and_bad_urls_are_refused() {
         assert_eq!(body["error"], code, "{path}: {body}");
     }
 }
+
+/// The shipped example config, as a newcomer uses it (only the WeChat host, the
+/// listen address and the store folder changed): signatures work on the documented
+/// path, and the seed route serves the preset's ticket as `type=ticket`.
+#[tokio::test]
+async fn the_example_config_signs_pages_on_the_documented_path() {
+    let sim = crate::helpers::TestSim::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let example = include_str!("../../wechat-token-server.example.toml");
+    let commented_base =
+        r#"# api_base = ["https://api.weixin.qq.com", "https://api2.weixin.qq.com"]"#;
+    assert!(example.contains(commented_base));
+    let text = example
+        .replacen(
+            commented_base,
+            &format!("api_base = [\"http://{}\"]", sim.addr),
+            1,
+        )
+        .replacen("bind = \"0.0.0.0:12123\"", "bind = \"127.0.0.1:0\"", 1)
+        .replacen(
+            "path = \"./data\"",
+            &format!("path = {:?}", dir.path().join("data").display().to_string()),
+            1,
+        )
+        .replace(
+            "${WECHAT_APPID}",
+            wechat_token_server::simulator::DEMO_APPID,
+        )
+        .replace(
+            "${WECHAT_SECRET}",
+            wechat_token_server::simulator::DEMO_SECRET,
+        )
+        .replace("${WTS_REQUEST_SECRET}", SECRET);
+    let app = TestApp::spawn_with(sim, &text).await;
+    let page = "https://shop.example.com/pay?id=1";
+    let (status, signed) = get(
+        &app,
+        &format!("/v1/jssdk/shop/signature?url={}", encode(page)),
+        SECRET,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{signed}");
+    let ticket = value(&app, "shop", "jsapi_ticket").await;
+    assert_eq!(signed["signature"], expected(&ticket, &signed, page));
+    let (status, seed) = app.get("/wechat/token?type=ticket").await;
+    assert_eq!(status, StatusCode::OK, "{seed}");
+    assert_eq!(seed["ticket"], ticket.as_str(), "{seed}");
+}

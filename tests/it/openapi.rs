@@ -459,6 +459,9 @@ networks = ["10.0.0.0/8"]
     );
 
     let mut problems = Vec::new();
+    // Documented response headers: each must appear in some real response, and match
+    // its schema wherever it appears.
+    let mut headers_seen = BTreeSet::new();
     for c in &cases {
         if let Some(text) = &c.file {
             std::fs::write(&file, text).unwrap();
@@ -474,6 +477,24 @@ networks = ["10.0.0.0/8"]
         }
         let response = request.send().await.unwrap();
         let status = response.status();
+        let declared = &doc["paths"][c.path][c.method.as_str().to_lowercase()]["responses"]
+            [c.status.to_string()]["headers"];
+        for (name, header) in declared.as_object().into_iter().flatten() {
+            let Some(value) = response.headers().get(name.as_str()) else {
+                continue;
+            };
+            headers_seen.insert((c.path, c.status, name.clone()));
+            let value = value.to_str().unwrap_or_default();
+            let parsed = value.parse::<i64>().map(Value::from);
+            match (header["schema"]["type"].as_str(), parsed) {
+                (Some("integer"), Ok(number))
+                    if number.as_i64() >= header["schema"]["minimum"].as_i64() => {}
+                (kind, _) => problems.push(format!(
+                    "{} {}: header {name}: {value:?} is not {kind:?}",
+                    c.method, c.url
+                )),
+            }
+        }
         let text = response.text().await.unwrap();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let label = format!("{} {} -> {}", c.method, c.url, c.status);
@@ -494,7 +515,81 @@ networks = ["10.0.0.0/8"]
         assert!(!schema.is_null(), "{label}: no JSON schema documented");
         check(&doc, schema, &body, &label, &mut problems);
     }
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let ops = item.as_object().unwrap().iter();
+        for op in ops.filter(|(k, _)| *k != "parameters").map(|(_, op)| op) {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                for name in response["headers"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| h.0)
+                {
+                    let seen = headers_seen
+                        .iter()
+                        .any(|(p, s, n)| p == path && s.to_string() == *status && n == name);
+                    if !seen {
+                        problems.push(format!("{path} {status}: header {name} never sent"));
+                    }
+                }
+            }
+        }
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The JS-SDK `url` parameter is declared with the rule the server applies: an
+/// absolute http(s) URL (`format: uri` and the pattern), at most `maxLength` bytes.
+#[tokio::test]
+async fn the_jssdk_url_is_declared_with_the_rule_the_server_applies() {
+    let doc: Value = serde_json::from_str(DOC).unwrap();
+    let params = doc["paths"]["/v1/jssdk/{app}/signature"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let url = params.iter().find(|p| p["name"] == "url").unwrap();
+    assert_eq!(url["schema"]["format"], "uri", "{url}");
+    assert_eq!(
+        url["schema"]["pattern"], "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s]*$",
+        "the pattern the cases below follow"
+    );
+    let max = usize::try_from(url["schema"]["maxLength"].as_u64().unwrap()).unwrap();
+
+    let sim = apps::sim().await;
+    let addr = sim.addr;
+    let app = TestApp::start(sim, &config(&four_apps(addr))).await;
+    apps::wait_served(&app, "office", "jsapi_ticket").await;
+    let long = format!("https://a.example/{}", "x".repeat(max));
+    let cases = [
+        ("https://shop.example.com/pay?id=1", true),
+        ("HTTP://SHOP.example.com", true),
+        ("https://a.example/page#section two", true), // the fragment is not signed
+        (&long[..max], true),
+        (&long[..=max], false),
+        ("ftp://a.example/", false),
+        ("/relative/path", false),
+        ("shop.example.com", false),
+        ("https://a.example/with space", false),
+        ("", false),
+    ];
+    for (page, valid) in cases {
+        let encoded: String = form_urlencoded::byte_serialize(page.as_bytes()).collect();
+        let response = app
+            .client
+            .get(format!(
+                "{}/v1/jssdk/office/signature?url={encoded}",
+                app.base
+            ))
+            .bearer_auth(SECRET)
+            .send()
+            .await
+            .unwrap();
+        let expected = if valid {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(response.status(), expected, "url {page:?}");
+    }
 }
 
 #[test]

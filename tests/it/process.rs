@@ -47,15 +47,19 @@ impl Server {
         std::thread::spawn(move || {
             let mut addr_tx = Some(addr_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Kept before the address is handed over, so that a test reading the
+                // logs once the server has started finds the "serving" line in them.
+                {
+                    let mut logs = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
                 if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
                     && event["message"] == "serving"
                     && let (Some(tx), Some(addr)) = (addr_tx.take(), event["addr"].as_str())
                 {
                     let _ = tx.send(addr.to_owned());
                 }
-                let mut logs = sink.lock().unwrap();
-                logs.push_str(&line);
-                logs.push('\n');
             }
         });
         let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)

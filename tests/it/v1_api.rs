@@ -252,3 +252,50 @@ async fn the_openapi_document_is_served_without_auth() {
     let kept: Value = serde_json::from_str(include_str!("../../openapi/v1.json")).unwrap();
     assert_eq!(body, kept);
 }
+
+#[tokio::test]
+async fn a_wrong_method_gets_405_with_a_json_body_in_the_route_familys_style() {
+    let app = four().await;
+    let cases = [
+        (
+            reqwest::Method::GET,
+            "/v1/tokens/shop/access_token/refresh",
+            "method_not_allowed",
+            "POST",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1/status",
+            "method_not_allowed",
+            "GET",
+        ),
+        (
+            reqwest::Method::POST,
+            "/wechat/token",
+            "method not allowed",
+            "GET",
+        ),
+    ];
+    for (method, path, error, allow) in cases {
+        let response = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.base))
+            .bearer_auth(SECRET)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let allowed = response.headers()["allow"].to_str().unwrap().to_owned();
+        assert!(allowed.contains(allow), "{method} {path}: Allow: {allowed}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], error, "{method} {path}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(path),
+            "{method} {path}: {body}"
+        );
+    }
+}

@@ -120,7 +120,7 @@ fn config_text(p: &Params) -> String {
     let mut text = format!(
         r#"
 [server]
-request_secret = "sim-secret"
+request_secret = "sim-request-secret-0123"
 
 [store]
 backend = "memory"

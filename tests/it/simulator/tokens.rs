@@ -164,6 +164,15 @@ async fn wecom_gettoken_issues_a_new_token_per_call_under_the_grace_rule() {
     // WeCom's getcallbackip checks WeCom tokens, as WeChat's does its own.
     assert_eq!(sim.probe(&second).await, 0);
     assert_eq!(sim.probe(&first).await, 40001);
+    // With WeChat's ip list, which wechatpy's WeCom client reads (on an error it
+    // fetches a new token and asks again, spending the quota in a loop).
+    let ips = sim
+        .wx(&format!("/cgi-bin/getcallbackip?access_token={second}"))
+        .await;
+    assert!(
+        ips["ip_list"].as_array().is_some_and(|l| !l.is_empty()),
+        "{ips}"
+    );
     sim.advance(LIFE);
     assert_eq!(sim.errcode(&corp_ticket(&second)).await, 42001);
 }
