@@ -2,6 +2,7 @@
 //! `GET /wechat/token?type=NAME&secret=S` and `GET /wechat/token/forcerefresh?...`.
 
 use std::borrow::Cow;
+use std::io::Write;
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -190,7 +191,7 @@ fn token_response(name: &str, token: &Token, now: SystemTime) -> Response {
     body.push(b':');
     write_json_str(&mut body, &token.value);
     body.extend_from_slice(b",\"expires_in\":");
-    body.extend_from_slice(token.remaining(now).as_secs().to_string().as_bytes());
+    let _ = write!(body, "{}", token.remaining(now).as_secs()); // into a Vec: no allocation, cannot fail
     body.push(b'}');
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(

@@ -73,8 +73,10 @@ pub enum Msg {
         reply: oneshot::Sender<Reply>,
     },
     /// The store's record of this credential (`None`: it holds none), read because
-    /// another instance changed it or by a full read.
-    Stored(Option<StoredToken>),
+    /// another instance changed it or by a full read. Boxed: the mailbox of every
+    /// credential holds a block of messages from the start, and 20,000 credentials
+    /// should not cost a block of full records each.
+    Stored(Option<Box<StoredToken>>),
 }
 
 /// Most requests that may wait for one flight. Past it they are refused at once
@@ -200,7 +202,7 @@ impl FlightTask {
                 }
                 msg = inbox.recv() => match msg {
                     Some(Msg::Ask { trigger, stale, reply }) => self.on_ask(Waiter { leader: false, trigger, stale, reply }),
-                    Some(Msg::Stored(stored)) => self.on_stored(stored.as_ref()).await,
+                    Some(Msg::Stored(stored)) => self.on_stored(stored.as_deref()).await,
                     None => break,
                 },
                 () = tokio::time::sleep_until(wake), if self.running.is_none() => self.on_timer(),

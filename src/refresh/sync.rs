@@ -80,7 +80,7 @@ impl Refresher {
         };
         match self.store.load(key).await {
             Ok(stored) => {
-                let _ = cred.mailbox.try_send(Msg::Stored(stored));
+                let _ = cred.mailbox.try_send(Msg::Stored(stored.map(Box::new)));
             }
             Err(error) => {
                 tracing::warn!(%key, %error, "cannot read an updated token from the shared store")
@@ -108,7 +108,7 @@ impl Refresher {
         for cred in self.snapshot().credentials() {
             let record = records.remove(&cred.key);
             // A full mailbox means its task is busy; the next full read catches up.
-            let _ = cred.mailbox.try_send(Msg::Stored(record));
+            let _ = cred.mailbox.try_send(Msg::Stored(record.map(Box::new)));
         }
         revision
     }
