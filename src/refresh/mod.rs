@@ -279,15 +279,12 @@ impl Refresher {
 
     /// Names of the configured apps.
     pub fn app_names(&self) -> impl Iterator<Item = &str> {
-        let mut seen = Vec::new();
-        self.ordered.iter().filter_map(move |c| {
-            if seen.contains(&c.key.app.as_str()) {
-                None
-            } else {
-                seen.push(c.key.app.as_str());
-                Some(c.key.app.as_str())
-            }
-        })
+        // A set, not a list: 10,000 apps would make a list's lookups quadratic.
+        let mut seen = std::collections::HashSet::new();
+        self.ordered
+            .iter()
+            .map(|c| c.key.app.as_str())
+            .filter(move |app| seen.insert(*app))
     }
 
     /// Every credential, apps in config order and tokens in dependency order.

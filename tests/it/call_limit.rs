@@ -83,6 +83,11 @@ async fn many_apps_on_a_slow_wechat_stay_within_max_concurrent_calls_and_all_get
     }
     let stats = sim.stats().await;
     assert_eq!(stats["max_in_flight"], LIMIT, "the most calls out at once");
-    assert_eq!(stats["issued"]["/cgi-bin/token"], APPS + 30, "{}", stats["issued"]);
+    assert_eq!(
+        stats["issued"]["/cgi-bin/token"],
+        APPS + 30,
+        "{}",
+        stats["issued"]
+    );
     app.stop().await;
 }
