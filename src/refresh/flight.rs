@@ -73,8 +73,10 @@ pub enum Msg {
         reply: oneshot::Sender<Reply>,
     },
     /// The store's record of this credential (`None`: it holds none), read because
-    /// another instance changed it or by a full read.
-    Stored(Option<StoredToken>),
+    /// another instance changed it or by a full read. Boxed: a mailbox allocates room
+    /// for 32 messages up front, and with 20,000 credentials a message the size of a
+    /// record would cost 75 MB of mailboxes that are nearly always empty.
+    Stored(Option<Box<StoredToken>>),
 }
 
 /// Most requests that may wait for one flight. Past it they are refused at once
@@ -200,7 +202,7 @@ impl FlightTask {
                 }
                 msg = inbox.recv() => match msg {
                     Some(Msg::Ask { trigger, stale, reply }) => self.on_ask(Waiter { leader: false, trigger, stale, reply }),
-                    Some(Msg::Stored(stored)) => self.on_stored(stored.as_ref()).await,
+                    Some(Msg::Stored(stored)) => self.on_stored(stored.as_deref()).await,
                     None => break,
                 },
                 () = tokio::time::sleep_until(wake), if self.running.is_none() => self.on_timer(),

@@ -51,7 +51,7 @@ impl Refresher {
         };
         match self.store.load(key).await {
             Ok(stored) => {
-                let _ = cred.mailbox.try_send(Msg::Stored(stored));
+                let _ = cred.mailbox.try_send(Msg::Stored(stored.map(Box::new)));
             }
             Err(error) => {
                 tracing::warn!(%key, %error, "cannot read an updated token from the shared store")
@@ -77,7 +77,7 @@ impl Refresher {
         for cred in self.credentials() {
             let record = stored.remove(&(cred.key.app.clone(), cred.key.name.clone()));
             // A full mailbox means its task is busy; the next full read catches up.
-            let _ = cred.mailbox.try_send(Msg::Stored(record));
+            let _ = cred.mailbox.try_send(Msg::Stored(record.map(Box::new)));
         }
     }
 }

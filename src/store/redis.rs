@@ -255,6 +255,10 @@ fn glob_escape(text: &str) -> String {
     out
 }
 
+/// Commands per pipeline when reading many keys: one round trip each, replies of a
+/// few hundred KB.
+const PIPELINE_BATCH: usize = 500;
+
 #[async_trait]
 impl TokenStore for RedisStore {
     fn backend(&self) -> &'static str {
@@ -282,14 +286,23 @@ impl TokenStore for RedisStore {
             cursor = next;
         }
         let mut tokens = Vec::with_capacity(keys.len());
-        for key in keys {
-            let fields: std::collections::HashMap<String, String> = conn.hgetall(&key).await?;
-            if fields.is_empty() {
-                continue; // deleted between SCAN and HGETALL
+        // Pipelined: one round trip per batch, not per key (20,000 keys one by one
+        // take seconds).
+        for batch in keys.chunks(PIPELINE_BATCH) {
+            let mut pipe = redis::pipe();
+            for key in batch {
+                pipe.hgetall(key);
             }
-            match self.parse_record(&key, &fields) {
-                Ok(token) => tokens.push(token),
-                Err(e) => tracing::warn!(error = %e, "skipping malformed token record"),
+            let records: Vec<std::collections::HashMap<String, String>> =
+                pipe.query_async(&mut conn).await?;
+            for (key, fields) in batch.iter().zip(records) {
+                if fields.is_empty() {
+                    continue; // deleted between SCAN and HGETALL
+                }
+                match self.parse_record(key, &fields) {
+                    Ok(token) => tokens.push(token),
+                    Err(e) => tracing::warn!(error = %e, "skipping malformed token record"),
+                }
             }
         }
         Ok(tokens)
@@ -407,6 +420,21 @@ impl TokenStore for RedisStore {
         let counts: std::collections::HashMap<String, u64> =
             conn.hgetall(self.quota_key(app, day)).await?;
         Ok(counts.into_iter().collect())
+    }
+
+    async fn load_quotas(&self, apps: &[&str], day: u64) -> Result<Vec<QuotaCounts>, Error> {
+        let mut conn = self.conn.clone();
+        let mut all = Vec::with_capacity(apps.len());
+        for batch in apps.chunks(PIPELINE_BATCH) {
+            let mut pipe = redis::pipe();
+            for app in batch {
+                pipe.hgetall(self.quota_key(app, day));
+            }
+            let counts: Vec<std::collections::HashMap<String, u64>> =
+                pipe.query_async(&mut conn).await?;
+            all.extend(counts.into_iter().map(|c| c.into_iter().collect()));
+        }
+        Ok(all)
     }
 
     async fn ping(&self) -> Result<(), Error> {
