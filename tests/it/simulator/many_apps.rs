@@ -12,6 +12,9 @@ use wechat_token_server::simulator::any_app_secret;
 struct SimProcess {
     child: Child,
     base: String,
+    /// Kept open: the banner is written a line at a time, and a closed pipe would make
+    /// the simulator's next line fail.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Drop for SimProcess {
@@ -30,16 +33,18 @@ fn simulate(args: &[&str]) -> SimProcess {
         .stderr(Stdio::null())
         .spawn()
         .expect("the binary starts");
-    let first = BufReader::new(child.stdout.take().expect("stdout"))
-        .lines()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    let _ = stdout.read_line(&mut first);
     let base = first
         .split_once("listening on ")
         .map(|(_, url)| url.trim().to_owned())
         .unwrap_or_else(|| panic!("no address in the banner: {first:?}"));
-    SimProcess { child, base }
+    SimProcess {
+        child,
+        base,
+        _stdout: stdout,
+    }
 }
 
 async fn token_errcode(http: &reqwest::Client, base: &str, appid: &str, secret: &str) -> Value {
