@@ -133,6 +133,17 @@ pub struct SimulateArgs {
     #[arg(long = "corp", value_name = "CORPID:SECRET")]
     pub corps: Vec<String>,
 
+    /// A file of apps to accept, one APPID:SECRET per line; blank lines and lines
+    /// starting with '#' are skipped. Adds to --app.
+    #[arg(long, value_name = "FILE")]
+    pub apps_file: Option<PathBuf>,
+
+    /// Also accept any appid or corpid not listed, with the secret "secret-" followed by
+    /// the id (appid wx123: secret-wx123). A WeCom corp ww1 also takes secret-ww1-NAME,
+    /// each distinct secret its own WeCom app. For tests with thousands of apps.
+    #[arg(long)]
+    pub accept_any_app: bool,
+
     /// Lifetime in seconds of every token and ticket issued (WeChat: 7200).
     #[arg(long, default_value_t = 7200)]
     pub expires_in: u64,

@@ -82,6 +82,12 @@ pub fn render(config: &Config) -> String {
         "upstream_grace".into(),
         r.upstream_grace.as_secs_f64().into(),
     );
+    refresh.insert(
+        "max_concurrent_calls".into(),
+        i64::try_from(r.max_concurrent_calls)
+            .unwrap_or(i64::MAX)
+            .into(),
+    );
     root.insert("refresh".into(), refresh.into());
 
     let mut quota = Table::new();

@@ -171,6 +171,9 @@ pub struct RefreshConfig {
     /// is unknown may have replaced the served token: from the call's start, that
     /// token is trusted only this long.
     pub upstream_grace: Duration,
+    /// The most token and ticket calls to WeChat in flight at once, over every app: a
+    /// first start with 10,000 apps must not open 20,000 connections at once.
+    pub max_concurrent_calls: usize,
 }
 
 /// `[quota]`: the guard that keeps force refreshes and retries from spending the quota
@@ -266,6 +269,7 @@ impl Config {
                 raw.refresh.needs_person_retry_delay,
             )?,
             upstream_grace: seconds("refresh.upstream_grace", raw.refresh.upstream_grace)?,
+            max_concurrent_calls: max_concurrent_calls(raw.refresh.max_concurrent_calls)?,
         };
         if refresh.max_retry_delay < refresh.min_retry_delay {
             return Err(Error::invalid(
@@ -400,6 +404,25 @@ fn max_connections(value: usize) -> Result<usize, Error> {
         Err(Error::invalid(
             "server.max_connections",
             format!("must be between 1 and {most} (default 10000), got {value}"),
+        ))
+    }
+}
+
+/// Most `refresh.max_concurrent_calls`: beyond it a single instance would only trade
+/// WeChat's patience (and its own file descriptors) for nothing; 20,000 tokens are
+/// fetched well within a minute at the default 32.
+pub const MOST_CONCURRENT_CALLS: usize = 1024;
+
+fn max_concurrent_calls(value: usize) -> Result<usize, Error> {
+    if (1..=MOST_CONCURRENT_CALLS).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Error::invalid(
+            "refresh.max_concurrent_calls",
+            format!(
+                "must be between 1 and {MOST_CONCURRENT_CALLS} (default {}), got {value}",
+                raw::DEFAULT_MAX_CONCURRENT_CALLS
+            ),
         ))
     }
 }

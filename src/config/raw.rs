@@ -132,7 +132,11 @@ pub struct RawRefresh {
     pub upstream_timeout: f64,
     pub needs_person_retry_delay: f64,
     pub upstream_grace: f64,
+    pub max_concurrent_calls: usize,
 }
+
+/// Default `refresh.max_concurrent_calls` (SPEC.md).
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
 
 impl Default for RawRefresh {
     fn default() -> Self {
@@ -144,6 +148,7 @@ impl Default for RawRefresh {
             upstream_timeout: 10.0,
             needs_person_retry_delay: 300.0,
             upstream_grace: 300.0,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
         }
     }
 }

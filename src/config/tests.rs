@@ -504,3 +504,29 @@ fn clients_are_validated_and_errors_name_their_key() {
         assert!(e.starts_with(&format!("{key}:")), "expected {key}: got {e}");
     }
 }
+
+#[test]
+fn max_concurrent_calls_defaults_to_32_and_is_validated() {
+    let refresh = Config::parse(SEED, &env).unwrap().refresh;
+    assert_eq!(refresh.max_concurrent_calls, 32);
+    let with = |line: &str| SEED.replace("[refresh]\n", &format!("[refresh]\n{line}\n"));
+    let refresh = Config::parse(&with("max_concurrent_calls = 1024"), &env)
+        .unwrap()
+        .refresh;
+    assert_eq!(refresh.max_concurrent_calls, 1024);
+    for line in [
+        "max_concurrent_calls = 0",
+        "max_concurrent_calls = 1025",
+        "max_concurrent_calls = -1",
+        "max_concurrent_calls = \"8\"",
+    ] {
+        let e = err(&with(line));
+        assert!(e.contains("refresh.max_concurrent_calls"), "{line}: {e}");
+    }
+    let e = err(&with("max_concurrent_calls = 0"));
+    assert!(e.contains("between 1 and 1024"), "{e}");
+    let shown = Config::parse(&with("max_concurrent_calls = 7"), &env)
+        .unwrap()
+        .to_masked_toml();
+    assert!(shown.contains("max_concurrent_calls = 7"), "{shown}");
+}

@@ -1,5 +1,12 @@
-//! One call to WeChat with everything around it: the quota guard's admission, the
-//! metrics, the quota count, and the log line that tells a person what to fix.
+//! One call to WeChat with everything around it: the quota guard's admission, a permit
+//! of `refresh.max_concurrent_calls`, the metrics, the quota count, and the log line that
+//! tells a person what to fix.
+//!
+//! The permit is taken here, around the call alone: a ticket waiting for its
+//! access_token holds none (else tickets holding every permit would wait for tokens
+//! that cannot get one). Permits are handed out in arrival order, so a force refresh
+//! queues behind a first start's backlog like any call; its caller stops waiting after
+//! `FORCE_REFRESH_WAIT`, as for any flight, and the call goes on without it.
 
 use tokio::time::Instant;
 
@@ -26,8 +33,13 @@ impl Refresher {
         let spend = Spend::of(trigger, retry, cred.live_token(now).is_some());
         self.quota.admit(&cred.labels, spend, now)?;
 
+        let permit = self.calls.acquire().await.map_err(|_| {
+            // Never closed; should it be, refusing the call beats calling unbounded.
+            RefreshError::Task("the upstream call limit was closed".into())
+        })?;
         let started = Instant::now();
         let result = self.api.fetch(&cred.source, lookup, forced).await;
+        drop(permit);
         let outcome = match &result {
             Ok(_) => "ok".into(),
             Err(e) => e.outcome().into(),

@@ -17,6 +17,7 @@ fn settings() -> RefreshConfig {
         upstream_timeout: Duration::from_secs(10),
         needs_person_retry_delay: Duration::from_secs(300),
         upstream_grace: Duration::from_secs(300),
+        max_concurrent_calls: 32,
     }
 }
 

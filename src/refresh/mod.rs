@@ -140,6 +140,9 @@ pub struct Refresher {
     /// Flights under way, each a task of its own so that a client hanging up cannot
     /// cancel a call to WeChat halfway; a graceful shutdown waits for them.
     flights: TaskTracker,
+    /// Permits for token and ticket calls to WeChat (`refresh.max_concurrent_calls`),
+    /// shared by every credential: see `call.rs`.
+    calls: tokio::sync::Semaphore,
 }
 
 /// The tracker and stop token that flight tasks run under.
@@ -194,6 +197,7 @@ impl Refresher {
             clock: parts.clock,
             rng: Mutex::new(rng),
             flights: TaskTracker::new(),
+            calls: tokio::sync::Semaphore::new(config.refresh.max_concurrent_calls),
         }
     }
 

@@ -147,9 +147,11 @@ impl QuotaGuard {
         now: SystemTime,
     ) -> Result<(), crate::store::Error> {
         let day = wechat_day_at(now);
-        for app in apps {
-            let counts = self.store.load_quota(app, day).await?;
-            let mut days = self.days();
+        let apps: Vec<&Arc<str>> = apps.into_iter().collect();
+        let names: Vec<&str> = apps.iter().map(|app| &***app).collect();
+        let counts = self.store.load_quotas(&names, day).await?;
+        let mut days = self.days();
+        for (app, counts) in apps.into_iter().zip(counts) {
             for (endpoint, used) in counts {
                 let entry = days.entry((app.clone(), endpoint.into())).or_default();
                 entry.roll(day);

@@ -1,6 +1,7 @@
 //! The `simulate` command: flags to [`SimConfig`], bind, print what is accepted, serve.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -25,19 +26,50 @@ pub fn parse_credential(flag: &str, value: &str) -> anyhow::Result<(String, Stri
     Ok((id.trim().to_owned(), secret.to_owned()))
 }
 
+/// Parses the text of an `--apps-file`: one `APPID:SECRET` a line; blank lines and
+/// lines starting with `#` are skipped. `file` names it in errors, with the line number;
+/// a secret is never repeated.
+///
+/// # Errors
+/// A line that is not `APPID:SECRET`.
+pub fn parse_apps_file(file: &str, text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut apps = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let app = parse_credential("--apps-file", line)
+            .with_context(|| format!("{file}, line {}", number + 1))?;
+        apps.push(app);
+    }
+    Ok(apps)
+}
+
+fn read_apps_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let name = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read --apps-file {name}"))?;
+    parse_apps_file(&name, &text)
+}
+
 /// Builds the simulator's settings from the command line.
 ///
 /// # Errors
-/// A malformed `--app`/`--corp`, an appid given twice, or a zero `--expires-in`.
+/// A malformed `--app`/`--corp` or `--apps-file` line, an unreadable `--apps-file`, an
+/// appid given twice, or a zero `--expires-in`.
 pub fn config_from_args(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
-    let apps = args
+    let mut apps = args
         .apps
         .iter()
         .map(|v| parse_credential("--app", v))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(path) = &args.apps_file {
+        apps.extend(read_apps_file(path)?);
+    }
     let mut seen = HashSet::new();
     if let Some((dup, _)) = apps.iter().find(|(id, _)| !seen.insert(id)) {
-        bail!("--app {dup} is given twice; an app has one secret");
+        bail!("app {dup} is given twice (--app or --apps-file); an app has one secret");
     }
     // A corp may have several secrets (one per WeCom app), so only exact repeats are odd,
     // and harmless.
@@ -55,6 +87,7 @@ pub fn config_from_args(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
         expires_in: Duration::from_secs(args.expires_in),
         grace: Duration::from_secs(args.grace),
         daily_quota: args.daily_quota,
+        accept_any_app: args.accept_any_app,
     })
 }
 
@@ -79,13 +112,27 @@ pub async fn run_cli(args: SimulateArgs, shutdown: CancellationToken) -> anyhow:
         .context("serving the WeChat simulator")
 }
 
+/// How many ids the banner lists before "and N more": a start with 10,000 apps
+/// should not print them all.
+const BANNER_IDS: usize = 10;
+
 /// What the user reads on start: where, which apps (secrets only for the public demo),
 /// the rules in force, and a first command to try.
 fn banner(config: &SimConfig, addr: &str) -> String {
     let ids = |list: &[(String, String)]| {
         let mut ids: Vec<_> = list.iter().map(|(id, _)| id.as_str()).collect();
         ids.dedup();
+        if ids.len() > BANNER_IDS {
+            let more = ids.len() - BANNER_IDS;
+            ids.truncate(BANNER_IDS);
+            return format!("{} and {more} more", ids.join(", "));
+        }
         ids.join(", ")
+    };
+    let any = if config.accept_any_app {
+        "\n  any other appid or corpid: secret \"secret-ID\" (--accept-any-app)"
+    } else {
+        ""
     };
     let apps = if config.apps.is_empty() {
         format!("{DEMO_APPID} (demo, secret {DEMO_SECRET})")
@@ -104,7 +151,7 @@ fn banner(config: &SimConfig, addr: &str) -> String {
     format!(
         "WeChat simulator listening on http://{addr}\n\
          \x20 Official Accounts / Mini Programs: {apps}\n\
-         \x20 WeCom corps: {corps}\n\
+         \x20 WeCom corps: {corps}{any}\n\
          \x20 expires_in {}s, grace {}s, daily quota {} per app and API\n\
          \x20 try: curl 'http://{addr}/cgi-bin/token?grant_type=client_credential&appid={try_appid}&secret={try_secret}'\n\
          \x20 admin: http://{addr}/sim/stats (see docs/simulator.md)",
@@ -132,6 +179,40 @@ mod tests {
             assert!(e.contains("--app expects ID:SECRET"), "{bad}: {e}");
             assert!(!e.contains("nocolon") && !e.contains("secret"), "{e}");
         }
+    }
+
+    #[test]
+    fn an_apps_file_skips_comments_and_blank_lines() {
+        let text = "# ours\nwx1:s1\n\n  wx2:s:2  \n   # indented comment\n";
+        let apps = parse_apps_file("apps.txt", text).ok();
+        let want = vec![("wx1".into(), "s1".into()), ("wx2".into(), "s:2".into())];
+        assert_eq!(apps, Some(want));
+    }
+
+    #[test]
+    fn a_bad_apps_file_line_is_named_by_file_and_number_without_its_secret() {
+        let e = parse_apps_file("apps.txt", "wx1:s1\n# c\nwx2-topsecret\n").err();
+        let e = e.map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(
+            e.contains("apps.txt, line 3") && e.contains("ID:SECRET"),
+            "{e}"
+        );
+        assert!(!e.contains("topsecret"), "{e}");
+    }
+
+    #[test]
+    fn the_banner_shortens_a_long_list_of_apps() {
+        let config = SimConfig {
+            apps: (0..1000).map(|i| (format!("wx{i}"), "s".into())).collect(),
+            accept_any_app: true,
+            ..SimConfig::default()
+        };
+        let text = banner(&config, "127.0.0.1:1");
+        assert!(
+            text.contains("wx9 and 990 more") && !text.contains("wx10,"),
+            "{text}"
+        );
+        assert!(text.contains("secret-ID"), "{text}");
     }
 
     #[test]

@@ -58,6 +58,12 @@ impl Endpoint {
         Self::ALL.into_iter().find(|e| e.path() == path)
     }
 
+    /// Does it issue tokens or tickets (as opposed to probing or reporting)? These are the
+    /// calls `/sim/stats` counts in `in_flight` and `max_in_flight`.
+    pub fn issues_credentials(self) -> bool {
+        !matches!(self, Endpoint::CallbackIp | Endpoint::QuotaGet)
+    }
+
     /// The HTTP method WeChat documents for it; others get a JSON 405.
     pub fn method(self) -> MethodFilter {
         match self {

@@ -8,6 +8,8 @@
 //!
 //! Layout:
 //! - `endpoint.rs`: the endpoints, by name and path.
+//! - `accounts.rs`: the apps and corps accepted (listed, or any under a secret rule).
+//! - `in_flight.rs`: token and ticket calls answered at once.
 //! - `clock.rs`: an advanceable clock and WeChat's day (UTC+8).
 //! - `state.rs`: issued credentials, validity, quotas, counters.
 //! - `wechat.rs`: each endpoint's rules and error codes.
@@ -15,11 +17,13 @@
 //! - `routes.rs`, `admin.rs`: HTTP for WeChat's routes and for `/sim/*`.
 //! - `command.rs`: the `simulate` command.
 
+mod accounts;
 mod admin;
 mod clock;
 mod command;
 mod endpoint;
 mod faults;
+mod in_flight;
 mod routes;
 mod state;
 mod wechat;
@@ -31,6 +35,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use accounts::any_app_secret;
 pub use clock::wechat_day;
 pub use command::{parse_credential, run_cli};
 pub use endpoint::Endpoint;
@@ -38,6 +43,7 @@ pub use faults::{Fault, FaultError, FaultKind};
 pub use state::Stats;
 pub use wechat::{FORCED_PER_DAY, FORCED_SPACING};
 
+use in_flight::InFlight;
 use state::{Lookup, State};
 
 /// Demo Official Account id accepted when no `--app` is given.
@@ -55,7 +61,13 @@ Demo apps (public, for trying things out):
   without --app:  appid wx_demo_appid, secret demo_secret
   without --corp: corpid ww_demo_corpid, corpsecret demo_corpsecret
 
-Admin routes: GET /sim/stats, GET /sim/valid?access_token=T (or ?ticket=T),
+Thousands of apps: --apps-file FILE (one APPID:SECRET a line, '#' comments), or
+--accept-any-app: any appid or corpid not listed is accepted with the secret
+\"secret-\" + the id (appid wx123 -> secret-wx123; corp ww1 -> secret-ww1, and also
+secret-ww1-NAME, one WeCom app per distinct secret).
+
+Admin routes: GET /sim/stats (also in_flight and max_in_flight: token and ticket
+calls answered at once), GET /sim/valid?access_token=T (or ?ticket=T),
 POST /sim/faults, POST /sim/reset, POST /sim/advance {\"seconds\": N}.
 Example: curl 'http://127.0.0.1:9099/cgi-bin/token?grant_type=client_credential&appid=wx_demo_appid&secret=demo_secret'";
 
@@ -73,6 +85,10 @@ pub struct SimConfig {
     pub grace: Duration,
     /// Successful calls per app and endpoint per WeChat day before 45009.
     pub daily_quota: u64,
+    /// Also accept any appid or corpid not in `apps`/`corps`, with the secret
+    /// [`any_app_secret`] gives (`secret-ID`; WeCom also `secret-ID-NAME`, one WeCom app
+    /// per distinct secret).
+    pub accept_any_app: bool,
 }
 
 impl Default for SimConfig {
@@ -83,6 +99,7 @@ impl Default for SimConfig {
             expires_in: Duration::from_secs(7200),
             grace: Duration::from_secs(300),
             daily_quota: 2000,
+            accept_any_app: false,
         }
     }
 }
@@ -91,6 +108,7 @@ impl Default for SimConfig {
 #[derive(Clone)]
 pub struct Simulator {
     state: Arc<Mutex<State>>,
+    in_flight: Arc<InFlight>,
 }
 
 impl Simulator {
@@ -98,6 +116,7 @@ impl Simulator {
     pub fn new(config: SimConfig) -> Self {
         Self {
             state: Arc::new(Mutex::new(State::new(config))),
+            in_flight: Arc::default(),
         }
     }
 
@@ -166,7 +185,9 @@ impl Simulator {
 
     /// Counters, as `GET /sim/stats` shows them.
     pub fn stats(&self) -> Stats {
-        self.lock().stats()
+        let mut stats = self.lock().stats();
+        (stats.in_flight, stats.max_in_flight) = self.in_flight.read();
+        stats
     }
 
     /// Queues a fault for the next `fault.count` calls of its endpoint.
@@ -177,6 +198,7 @@ impl Simulator {
     /// Forgets faults, counters, quotas and issued credentials; the clock keeps its offset.
     pub fn reset(&self) {
         self.lock().reset();
+        self.in_flight.reset();
     }
 
     /// Moves the simulator's clock ahead, so expiry and grace can be tested without waiting.

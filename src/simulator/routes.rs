@@ -62,6 +62,9 @@ enum Outcome {
 /// One call of a WeChat endpoint: count it, apply a queued fault, or serve it.
 async fn call(ctx: Ctx, endpoint: Endpoint, query: Option<String>, body: Bytes) -> Response {
     let req = Request::new(query.as_deref(), &body);
+    let _counted = endpoint
+        .issues_credentials()
+        .then(|| ctx.sim.in_flight.enter());
     let outcome = {
         let mut state = ctx.sim.lock();
         let app = state.app_of(endpoint, &req);

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::SimConfig;
+use super::accounts::Accounts;
 use super::clock::Clock;
 use super::endpoint::Endpoint;
 use super::faults::Faults;
@@ -123,6 +124,10 @@ pub struct Stats {
     pub faults_pending: BTreeMap<String, u64>,
     /// Seconds the clock has been advanced by `/sim/advance`.
     pub clock_offset_secs: u64,
+    /// Token and ticket calls being answered now (an injected delay included).
+    pub in_flight: u64,
+    /// The most token and ticket calls answered at once since start or reset.
+    pub max_in_flight: u64,
 }
 
 /// The simulator's whole state; see the module doc for the locking rule.
@@ -130,6 +135,8 @@ pub struct Stats {
 pub struct State {
     /// Settings, fixed at start.
     pub config: SimConfig,
+    /// The apps and corps accepted, from `config`.
+    pub accounts: Accounts,
     /// Time as the simulator sees it.
     pub clock: Clock,
     /// Every credential issued since start or reset, by value. Never pruned, so an old
@@ -154,6 +161,7 @@ impl State {
     /// Empty state; the clock starts now.
     pub fn new(config: SimConfig) -> Self {
         Self {
+            accounts: Accounts::new(&config),
             config,
             clock: Clock::new(),
             creds: HashMap::new(),
@@ -306,6 +314,9 @@ impl State {
             issued: by_path(&self.issued),
             faults_pending: self.faults.pending(),
             clock_offset_secs: self.clock.offset().as_secs(),
+            // Kept outside the state (see `in_flight.rs`); `Simulator::stats` fills them.
+            in_flight: 0,
+            max_in_flight: 0,
         }
     }
 }

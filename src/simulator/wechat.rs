@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use super::accounts::CorpRefusal;
 use super::endpoint::Endpoint;
 use super::state::{Kind, Lookup, Owner, Replace, State};
-use super::{DEMO_APPID, DEMO_CORPID, DEMO_CORPSECRET, DEMO_SECRET};
 
 /// Forced stable_token refreshes allowed per app and WeChat day.
 pub const FORCED_PER_DAY: u32 = 20;
@@ -127,9 +127,7 @@ impl State {
                 };
             }
         }?;
-        let known =
-            self.apps().any(|(id, _)| id == named) || self.corps().any(|(id, _)| id == named);
-        known.then(|| named.to_owned())
+        self.accounts.knows(named).then(|| named.to_owned())
     }
 
     /// Serves one (unfaulted) call of `endpoint`.
@@ -169,36 +167,6 @@ impl State {
         }
     }
 
-    /// Apps accepted, the demo app when none was configured.
-    fn apps(&self) -> impl Iterator<Item = (&str, &str)> {
-        let demo = self
-            .config
-            .apps
-            .is_empty()
-            .then_some((DEMO_APPID, DEMO_SECRET));
-        let given = self
-            .config
-            .apps
-            .iter()
-            .map(|(a, s)| (a.as_str(), s.as_str()));
-        given.chain(demo)
-    }
-
-    /// Corps accepted (one entry per secret), the demo corp when none was configured.
-    fn corps(&self) -> impl Iterator<Item = (&str, &str)> {
-        let demo = self
-            .config
-            .corps
-            .is_empty()
-            .then_some((DEMO_CORPID, DEMO_CORPSECRET));
-        let given = self
-            .config
-            .corps
-            .iter()
-            .map(|(c, s)| (c.as_str(), s.as_str()));
-        given.chain(demo)
-    }
-
     /// Checks grant_type, appid and secret as `/cgi-bin/token` and stable_token do.
     fn check_app(
         &self,
@@ -211,9 +179,10 @@ impl State {
         }
         let appid = appid.ok_or(NO_APPID)?;
         let secret = secret.ok_or(NO_SECRET)?;
-        let (_, expected) = self.apps().find(|(id, _)| *id == appid).ok_or(BAD_APPID)?;
-        if expected != secret {
-            return Err(BAD_SECRET);
+        match self.accounts.app_secret_matches(appid, secret) {
+            None => return Err(BAD_APPID),
+            Some(false) => return Err(BAD_SECRET),
+            Some(true) => {}
         }
         Ok(Owner {
             id: appid.to_owned(),
@@ -316,14 +285,13 @@ impl State {
     fn corp_token(&mut self, req: &Request) -> Result<Value, WxError> {
         let corpid = req.param("corpid").ok_or(NO_CORPID)?;
         let secret = req.param("corpsecret").ok_or(NO_CORPSECRET)?;
-        if !self.corps().any(|(id, _)| id == corpid) {
-            return Err(BAD_CORPID);
-        }
-        let index = self
-            .corps()
-            .filter(|(id, _)| *id == corpid)
-            .position(|(_, s)| s == secret)
-            .ok_or(BAD_CORPSECRET)?;
+        let index =
+            self.accounts
+                .corp_secret_index(corpid, secret)
+                .map_err(|refusal| match refusal {
+                    CorpRefusal::UnknownCorp => BAD_CORPID,
+                    CorpRefusal::WrongSecret => BAD_CORPSECRET,
+                })?;
         let owner = Owner {
             id: corpid.to_owned(),
             secret: index,

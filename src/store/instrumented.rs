@@ -126,6 +126,11 @@ impl TokenStore for Instrumented {
         self.count("load_quota", result)
     }
 
+    async fn load_quotas(&self, apps: &[&str], day: u64) -> Result<Vec<QuotaCounts>, Error> {
+        let result = self.inner.load_quotas(apps, day).await;
+        self.count("load_quota", result)
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         let result = self.inner.ping().await;
         self.count("ping", result)

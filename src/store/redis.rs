@@ -45,9 +45,6 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Quota counts outlive their WeChat day by a day, then Redis drops them.
 const QUOTA_TTL_SECS: i64 = 2 * 24 * 3600;
 
-/// Token records read per round trip by a full read.
-const LOAD_BATCH: usize = 500;
-
 /// Longest wait between attempts to resubscribe to the update channel.
 const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(5);
 
@@ -324,6 +321,10 @@ fn glob_escape(text: &str) -> String {
     out
 }
 
+/// Commands per pipeline when reading many keys: one round trip each, replies of a
+/// few hundred KB.
+const PIPELINE_BATCH: usize = 500;
+
 #[async_trait]
 impl TokenStore for RedisStore {
     fn backend(&self) -> &'static str {
@@ -351,9 +352,9 @@ impl TokenStore for RedisStore {
             cursor = next;
         }
         let mut tokens = Vec::with_capacity(keys.len());
-        // Read in pipelined batches: one round trip per batch, not per token, so that
-        // a restart with thousands of tokens is served within a second.
-        for batch in keys.chunks(LOAD_BATCH) {
+        // Pipelined: one round trip per batch, not per key (20,000 keys one by one
+        // take seconds).
+        for batch in keys.chunks(PIPELINE_BATCH) {
             let mut pipe = redis::pipe();
             for key in batch {
                 pipe.hgetall(key);
@@ -562,6 +563,21 @@ impl TokenStore for RedisStore {
         let counts: std::collections::HashMap<String, u64> =
             conn.hgetall(self.quota_key(app, day)).await?;
         Ok(counts.into_iter().collect())
+    }
+
+    async fn load_quotas(&self, apps: &[&str], day: u64) -> Result<Vec<QuotaCounts>, Error> {
+        let mut conn = self.conn.clone();
+        let mut all = Vec::with_capacity(apps.len());
+        for batch in apps.chunks(PIPELINE_BATCH) {
+            let mut pipe = redis::pipe();
+            for app in batch {
+                pipe.hgetall(self.quota_key(app, day));
+            }
+            let counts: Vec<std::collections::HashMap<String, u64>> =
+                pipe.query_async(&mut conn).await?;
+            all.extend(counts.into_iter().map(|c| c.into_iter().collect()));
+        }
+        Ok(all)
     }
 
     async fn ping(&self) -> Result<(), Error> {

@@ -6,6 +6,7 @@ mod process;
 mod prom;
 mod redis_server;
 
+mod call_limit;
 mod cli;
 mod clients;
 mod cluster;

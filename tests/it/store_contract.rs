@@ -78,6 +78,7 @@ async fn store_contract(store: &dyn TokenStore) {
     compare_and_set(store).await;
     deletes_and_generations(store).await;
     registry_records(store).await;
+    many_records(store).await;
 }
 
 /// Deleting a token (its app removed) leaves nothing to load; a generation is kept.
@@ -131,6 +132,51 @@ async fn registry_records(store: &dyn TokenStore) {
         assert!(
             store.apps_revision().await.unwrap() > before,
             "every change moves the revision"
+        );
+    }
+}
+
+/// Hundreds of apps, more than one read batch (Redis pipelines, the embedded store's
+/// reading threads): every record and quota count comes back, in order for quotas.
+async fn many_records(store: &dyn TokenStore) {
+    const APPS: usize = 300;
+    let saves = (0..APPS).flat_map(|i| {
+        ["access_token", "ticket"].map(|name| async move {
+            let t = token(&format!("many{i}"), name, &format!("V{i}{name}"), 1);
+            store.save(&t).await
+        })
+    });
+    for saved in futures_util::future::join_all(saves).await {
+        assert_eq!(saved.unwrap(), SaveOutcome::Saved);
+    }
+    let all = store.load_all().await.unwrap();
+    let many: Vec<_> = all.iter().filter(|t| t.app.starts_with("many")).collect();
+    assert_eq!(many.len(), 2 * APPS);
+    assert!(
+        many.iter()
+            .all(|t| t.value == format!("V{}{}", &t.app[4..], t.name))
+    );
+
+    for (app, uses) in [("many0", 1), ("many299", 2), ("many7", 3)] {
+        for _ in 0..uses {
+            store.add_quota_use(app, "/cgi-bin/token", 9).await.unwrap();
+        }
+    }
+    let names: Vec<String> = (0..2 * APPS).map(|i| format!("many{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let counts = store.load_quotas(&names, 9).await.unwrap();
+    assert_eq!(counts.len(), names.len());
+    let used = |i: usize| counts[i].get("/cgi-bin/token").copied();
+    assert_eq!(
+        (used(0), used(299), used(7), used(1)),
+        (Some(1), Some(2), Some(3), None)
+    );
+    assert!(counts[APPS..].iter().all(|c| c.is_empty()));
+    for (i, name) in names.iter().enumerate().take(10) {
+        assert_eq!(
+            counts[i],
+            store.load_quota(name, 9).await.unwrap(),
+            "{name}"
         );
     }
 }

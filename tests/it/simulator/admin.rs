@@ -92,6 +92,10 @@ async fn simulate_help_documents_every_flag_and_the_demo_app() {
         "--expires-in",
         "--grace",
         "--daily-quota",
+        "--apps-file",
+        "--accept-any-app",
+        "secret-wx123",
+        "max_in_flight",
         DEMO_APPID,
         DEMO_SECRET,
         DEMO_CORPID,
@@ -116,6 +120,8 @@ async fn the_simulate_command_refuses_a_malformed_app_and_stops_on_shutdown() {
         expires_in: 7200,
         grace: 300,
         daily_quota: 2000,
+        apps_file: None,
+        accept_any_app: false,
     };
     let err = run_cli(args(vec!["wx1-without-secret"]), CancellationToken::new()).await;
     let msg = err.err().map(|e| e.to_string()).unwrap_or_default();

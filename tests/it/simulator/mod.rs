@@ -6,6 +6,7 @@
 mod admin;
 mod errors;
 mod faults;
+mod many_apps;
 mod tickets;
 mod tokens;
 
