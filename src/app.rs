@@ -36,7 +36,7 @@ impl App {
     /// # Errors
     /// When the store cannot be opened or read.
     pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_config(config.metrics));
         let store: Arc<dyn TokenStore> = Arc::new(Instrumented::new(
             open_store(&config.store)?,
             metrics.clone(),
