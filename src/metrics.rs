@@ -322,7 +322,10 @@ impl Metrics {
             .inc();
     }
 
-    /// One force-refresh request and what was decided.
+    /// One force-refresh request and what was decided. Counted for the whole server:
+    /// by app it would be a series for every app ever force-refreshed, and the quota
+    /// gauges already name an app whose refreshes are being forced (`labels` stays so
+    /// that callers need not know).
     pub fn force_refresh(&self, _labels: &CredentialLabels, decision: &'static str) {
         self.force_refresh
             .get_or_create(&DecisionLabels { decision })
