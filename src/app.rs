@@ -54,7 +54,7 @@ impl App {
                 .map(Arc::new),
             proxies: Arc::new(TrustedProxies::new(config.server.trusted_proxies.clone())),
         };
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_config(config.metrics));
         let store: Arc<dyn TokenStore> = Arc::new(Instrumented::new(
             open_store(&config.store)?,
             metrics.clone(),

@@ -21,23 +21,40 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::config::MetricsConfig;
+
+mod scrape;
+
+pub use scrape::Scrape;
+
 /// `Content-Type` of `GET /metrics`.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 // Names as exported. Counters are registered without `_total`: the encoder adds it.
-/// Counter: calls to WeChat by app, token, endpoint and outcome.
+/// Counter: calls to WeChat by endpoint and outcome.
 pub const UPSTREAM_CALLS: &str = "wts_upstream_calls_total";
-/// Histogram: duration of calls to WeChat by app and endpoint.
+/// Histogram: duration of calls to WeChat by endpoint.
 pub const UPSTREAM_DURATION: &str = "wts_upstream_duration_seconds";
-/// Gauge: seconds until each token expires (0 when none is held).
-pub const TOKEN_EXPIRES_IN: &str = "wts_token_expires_in_seconds";
-/// Counter: refreshes by app, token, trigger and outcome.
+/// Counter: refreshes by trigger and outcome.
 pub const REFRESHES: &str = "wts_refreshes_total";
-/// Counter: force-refresh requests by app, token and decision.
+/// Counter (`per_app`): failed refreshes by app, token and outcome.
+pub const REFRESH_FAILURES: &str = "wts_refresh_failures_total";
+/// Counter: force-refresh requests by decision.
 pub const FORCE_REFRESH: &str = "wts_force_refresh_total";
-/// Gauge: calls counted today (WeChat's day) by app and endpoint.
+/// Gauge: tokens in each state (ok, refreshing, failing, expired).
+pub const TOKENS: &str = "wts_tokens";
+/// Gauge: the least life left of any token served.
+pub const TOKEN_MIN_EXPIRES_IN: &str = "wts_token_min_expires_in_seconds";
+/// Gauge (`per_app`): seconds until each token expires (0 when none is held).
+pub const TOKEN_EXPIRES_IN: &str = "wts_token_expires_in_seconds";
+/// Gauge: the most calls any app made today (WeChat's day) to an endpoint.
+pub const QUOTA_USED_MAX: &str = "wts_quota_used_max";
+/// Gauge: how many apps WeChat stopped today (45009) on an endpoint.
+pub const QUOTA_EXHAUSTED_APPS: &str = "wts_quota_exhausted_apps";
+/// Gauge (`per_app`): calls counted today by app and endpoint, for the endpoints that
+/// used at least [`QUOTA_SERIES_SHARE`] of the daily limit.
 pub const QUOTA_USED: &str = "wts_quota_used";
-/// Gauge: 1 while WeChat's quota of an app's endpoint is used up (45009) for today.
+/// Gauge (`per_app`): 1 while WeChat's quota of an app's endpoint is used up (45009).
 pub const QUOTA_EXHAUSTED: &str = "wts_quota_exhausted";
 /// Counter: HTTP requests by matched route and status.
 pub const HTTP_REQUESTS: &str = "wts_http_requests_total";
@@ -52,6 +69,12 @@ pub const READY: &str = "wts_ready";
 
 /// Route label of requests that matched no route, so scanners cannot create series.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// `wts_quota_used{app,endpoint}` is exported for an endpoint once it used this share
+/// (1/10) of `[quota] daily_limit` today. An app refreshing on schedule makes about a
+/// dozen calls a day, one burning its quota hundreds: the series that matter are there
+/// (alerts at 1500 of 2000 work), and 10,000 quiet apps do not cost 20,000 series.
+pub const QUOTA_SERIES_SHARE: u64 = 10;
 
 /// Upper bounds of the upstream latency buckets: WeChat answers in tens of ms, a
 /// struggling host in seconds, and the client times out at `refresh.upstream_timeout`.
@@ -86,36 +109,30 @@ impl CredentialLabels {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct UpstreamCallLabels {
-    app: Arc<str>,
-    token: Arc<str>,
     endpoint: Arc<str>,
     outcome: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct AppEndpointLabels {
-    app: Arc<str>,
+struct EndpointLabels {
     endpoint: Arc<str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct AppTokenLabels {
-    app: Arc<str>,
-    token: Arc<str>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RefreshLabels {
-    app: Arc<str>,
-    token: Arc<str>,
     trigger: &'static str,
     outcome: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ForceRefreshLabels {
+struct FailureLabels {
     app: Arc<str>,
     token: Arc<str>,
+    outcome: Cow<'static, str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DecisionLabels {
     decision: &'static str,
 }
 
@@ -147,16 +164,23 @@ fn http_histogram() -> Histogram {
 }
 
 /// The server's metrics. Cheap to share behind an `Arc`; every method takes `&self`.
+///
+/// What is recorded as it happens lives in the registry, by labels whose values are
+/// bounded by the config (endpoints, triggers, outcomes, routes), never by the number
+/// of apps; series are created when first used. With `per_app`, failures are also
+/// counted per app and token (a series only for what failed). What describes the
+/// present (tokens by state, time to expiry, quota use) is computed from the
+/// credentials at each scrape ([`Scrape`]), so an app that is removed leaves nothing
+/// behind and nothing is kept in between.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    per_app: bool,
     upstream_calls: Family<UpstreamCallLabels, Counter>,
-    upstream_duration: HistogramFamily<AppEndpointLabels>,
-    token_expires_in: Family<AppTokenLabels, Gauge>,
+    upstream_duration: HistogramFamily<EndpointLabels>,
     refreshes: Family<RefreshLabels, Counter>,
-    force_refresh: Family<ForceRefreshLabels, Counter>,
-    quota_used: Family<AppEndpointLabels, Gauge>,
-    quota_exhausted: Family<AppEndpointLabels, Gauge>,
+    refresh_failures: Family<FailureLabels, Counter>,
+    force_refresh: Family<DecisionLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: HistogramFamily<RouteLabels>,
     store_operations: Family<StoreLabels, Counter>,
@@ -176,16 +200,20 @@ fn counter_name(name: &str) -> &str {
 }
 
 impl Metrics {
+    /// Metrics with the default settings (`per_app = true`).
     pub fn new() -> Self {
+        Self::with_config(MetricsConfig::default())
+    }
+
+    pub fn with_config(config: MetricsConfig) -> Self {
         let mut m = Self {
             registry: Registry::default(),
+            per_app: config.per_app,
             upstream_calls: Family::default(),
             upstream_duration: Family::new_with_constructor(upstream_histogram as fn() -> _),
-            token_expires_in: Family::default(),
             refreshes: Family::default(),
+            refresh_failures: Family::default(),
             force_refresh: Family::default(),
-            quota_used: Family::default(),
-            quota_exhausted: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram as fn() -> _),
             store_operations: Family::default(),
@@ -204,29 +232,21 @@ impl Metrics {
             m.upstream_duration.clone(),
         );
         r.register(
-            TOKEN_EXPIRES_IN,
-            "Seconds until the token served expires (0 when no token is held)",
-            m.token_expires_in.clone(),
-        );
-        r.register(
             counter_name(REFRESHES),
             "Token refreshes by trigger (scheduled, forced, dependency) and outcome (ok, errcode, quota_refused, ...)",
             m.refreshes.clone(),
         );
+        if m.per_app {
+            r.register(
+                counter_name(REFRESH_FAILURES),
+                "Failed refreshes by app, token and outcome (a series once a token failed that way)",
+                m.refresh_failures.clone(),
+            );
+        }
         r.register(
             counter_name(FORCE_REFRESH),
             "Force-refresh requests by decision: performed, shared, stale, rate_limited, quota_refused",
             m.force_refresh.clone(),
-        );
-        r.register(
-            QUOTA_USED,
-            "Calls to WeChat counted today (WeChat's day, midnight China time), against [quota] daily_limit",
-            m.quota_used.clone(),
-        );
-        r.register(
-            QUOTA_EXHAUSTED,
-            "1 while WeChat answered 45009 today: the endpoint is not called until midnight China time",
-            m.quota_exhausted.clone(),
         );
         r.register(
             counter_name(HTTP_REQUESTS),
@@ -256,6 +276,11 @@ impl Metrics {
         m
     }
 
+    /// Are series per app and token exported (`[metrics] per_app`)?
+    pub fn per_app(&self) -> bool {
+        self.per_app
+    }
+
     /// One call to WeChat and how it ended (`ok` or [`crate::upstream::Error::outcome`]).
     pub fn upstream_call(
         &self,
@@ -265,15 +290,12 @@ impl Metrics {
     ) {
         self.upstream_calls
             .get_or_create(&UpstreamCallLabels {
-                app: labels.app.clone(),
-                token: labels.token.clone(),
                 endpoint: labels.endpoint.clone(),
                 outcome,
             })
             .inc();
         self.upstream_duration
-            .get_or_create(&AppEndpointLabels {
-                app: labels.app.clone(),
+            .get_or_create(&EndpointLabels {
                 endpoint: labels.endpoint.clone(),
             })
             .observe(elapsed.as_secs_f64());
@@ -286,49 +308,28 @@ impl Metrics {
         trigger: &'static str,
         outcome: Cow<'static, str>,
     ) {
+        if self.per_app && outcome != "ok" {
+            self.refresh_failures
+                .get_or_create(&FailureLabels {
+                    app: labels.app.clone(),
+                    token: labels.token.clone(),
+                    outcome: outcome.clone(),
+                })
+                .inc();
+        }
         self.refreshes
-            .get_or_create(&RefreshLabels {
-                app: labels.app.clone(),
-                token: labels.token.clone(),
-                trigger,
-                outcome,
-            })
+            .get_or_create(&RefreshLabels { trigger, outcome })
             .inc();
     }
 
-    /// One force-refresh request and what was decided.
-    pub fn force_refresh(&self, labels: &CredentialLabels, decision: &'static str) {
+    /// One force-refresh request and what was decided. Counted for the whole server:
+    /// by app it would be a series for every app ever force-refreshed, and the quota
+    /// gauges already name an app whose refreshes are being forced (`labels` stays so
+    /// that callers need not know).
+    pub fn force_refresh(&self, _labels: &CredentialLabels, decision: &'static str) {
         self.force_refresh
-            .get_or_create(&ForceRefreshLabels {
-                app: labels.app.clone(),
-                token: labels.token.clone(),
-                decision,
-            })
+            .get_or_create(&DecisionLabels { decision })
             .inc();
-    }
-
-    /// Seconds until the token of `labels` expires; set at scrape time.
-    pub fn set_token_expires_in(&self, labels: &CredentialLabels, seconds: i64) {
-        self.token_expires_in
-            .get_or_create(&AppTokenLabels {
-                app: labels.app.clone(),
-                token: labels.token.clone(),
-            })
-            .set(seconds);
-    }
-
-    /// Today's count of calls to an app's endpoint, and whether WeChat said 45009.
-    pub fn set_quota(&self, app: &Arc<str>, endpoint: &Arc<str>, used: u64, exhausted: bool) {
-        let labels = AppEndpointLabels {
-            app: app.clone(),
-            endpoint: endpoint.clone(),
-        };
-        self.quota_used
-            .get_or_create(&labels)
-            .set(i64::try_from(used).unwrap_or(i64::MAX));
-        self.quota_exhausted
-            .get_or_create(&labels)
-            .set(i64::from(exhausted));
     }
 
     /// The handles that measure requests to `route` (a matched pattern, or
@@ -385,11 +386,17 @@ impl Metrics {
         self.ready.set(i64::from(ready));
     }
 
-    /// Everything in the Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
+    /// A scrape's gauges of the present, to be fed every credential.
+    pub fn scrape(&self, quota_limit: u64) -> Scrape {
+        Scrape::new(self.per_app, quota_limit)
+    }
+
+    /// Everything in the Prometheus text format: the registry, then `scrape`.
+    pub fn render(&self, scrape: &Scrape) -> String {
+        let mut out = String::with_capacity(64 * 1024 + scrape.len());
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        scrape.write(&mut out);
         out
     }
 }
@@ -448,23 +455,29 @@ mod tests {
         m.upstream_call(&l, "ok".into(), Duration::from_millis(30));
         m.upstream_call(&l, "45009".into(), Duration::from_millis(30));
         m.refresh(&l, "scheduled", "ok".into());
+        m.refresh(&l, "forced", "45009".into());
         m.force_refresh(&l, "stale");
-        m.set_token_expires_in(&l, 7000);
-        m.set_quota(&l.app, &l.endpoint, 3, false);
         m.route("/wechat/token")
             .record(200, Duration::from_micros(80));
         m.store_operation("embedded", "save", false);
         m.set_ready(true);
-        let text = m.render();
+        let mut scrape = m.scrape(2000);
+        scrape.token(&l, crate::refresh::TokenState::Ok, Some(7000));
+        scrape.quota(&l, 3, false);
+        let text = m.render(&scrape);
         for line in [
-            r#"wts_upstream_calls_total{app="shop",token="access_token",endpoint="/cgi-bin/token",outcome="ok"} 1"#,
-            r#"wts_upstream_calls_total{app="shop",token="access_token",endpoint="/cgi-bin/token",outcome="45009"} 1"#,
-            r#"wts_upstream_duration_seconds_count{app="shop",endpoint="/cgi-bin/token"} 2"#,
+            r#"wts_upstream_calls_total{endpoint="/cgi-bin/token",outcome="ok"} 1"#,
+            r#"wts_upstream_calls_total{endpoint="/cgi-bin/token",outcome="45009"} 1"#,
+            r#"wts_upstream_duration_seconds_count{endpoint="/cgi-bin/token"} 2"#,
+            r#"wts_refreshes_total{trigger="scheduled",outcome="ok"} 1"#,
+            r#"wts_refreshes_total{trigger="forced",outcome="45009"} 1"#,
+            r#"wts_refresh_failures_total{app="shop",token="access_token",outcome="45009"} 1"#,
+            r#"wts_force_refresh_total{decision="stale"} 1"#,
+            r#"wts_tokens{state="ok"} 1"#,
+            "wts_token_min_expires_in_seconds 7000",
             r#"wts_token_expires_in_seconds{app="shop",token="access_token"} 7000"#,
-            r#"wts_refreshes_total{app="shop",token="access_token",trigger="scheduled",outcome="ok"} 1"#,
-            r#"wts_force_refresh_total{app="shop",token="access_token",decision="stale"} 1"#,
-            r#"wts_quota_used{app="shop",endpoint="/cgi-bin/token"} 3"#,
-            r#"wts_quota_exhausted{app="shop",endpoint="/cgi-bin/token"} 0"#,
+            r#"wts_quota_used_max{endpoint="/cgi-bin/token"} 3"#,
+            r#"wts_quota_exhausted_apps{endpoint="/cgi-bin/token"} 0"#,
             r#"wts_http_requests_total{route="/wechat/token",status="200"} 1"#,
             r#"wts_http_request_duration_seconds_count{route="/wechat/token"} 1"#,
             r#"wts_store_operations_total{backend="embedded",op="save"} 1"#,
@@ -473,9 +486,36 @@ mod tests {
             "# TYPE wts_upstream_calls_total counter",
             "# TYPE wts_upstream_duration_seconds histogram",
             "# TYPE wts_token_expires_in_seconds gauge",
+            "# TYPE wts_tokens gauge",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+        // No success is a series per app, and no histogram has an app label.
+        assert!(!text.contains(r#"app="shop",token="access_token",outcome="ok""#));
+        assert!(
+            text.lines()
+                .filter(|l| l.contains("_bucket{"))
+                .all(|l| !l.contains("app=")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn without_per_app_nothing_names_an_app_or_a_token() {
+        let m = Metrics::with_config(MetricsConfig { per_app: false });
+        let l = labels();
+        m.upstream_call(&l, "-1".into(), Duration::from_millis(30));
+        m.refresh(&l, "scheduled", "-1".into());
+        m.force_refresh(&l, "performed");
+        let mut scrape = m.scrape(2000);
+        scrape.token(&l, crate::refresh::TokenState::Failing, Some(600));
+        scrape.quota(&l, 1900, false);
+        let text = m.render(&scrape);
+        assert!(!text.contains("shop"), "{text}");
+        assert!(!text.contains("wts_refresh_failures_total"), "{text}");
+        assert!(text.contains(r#"wts_refreshes_total{trigger="scheduled",outcome="-1"} 1"#));
+        assert!(text.contains(r#"wts_tokens{state="failing"} 1"#));
+        assert!(text.contains("wts_token_min_expires_in_seconds 600"));
     }
 
     #[test]
@@ -485,7 +525,7 @@ mod tests {
         route.record(200, Duration::ZERO);
         route.record(200, Duration::ZERO);
         route.record(418, Duration::ZERO); // not pre-resolved: through the family
-        let text = m.render();
+        let text = m.render(&m.scrape(2000));
         assert!(
             text.contains("wts_http_requests_total{route=\"/healthz\",status=\"200\"} 2"),
             "{text}"

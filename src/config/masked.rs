@@ -98,6 +98,10 @@ pub fn render(config: &Config) -> String {
     quota.insert("reserve".into(), clamp_i64(config.quota.reserve).into());
     root.insert("quota".into(), quota.into());
 
+    let mut metrics = Table::new();
+    metrics.insert("per_app".into(), config.metrics.per_app.into());
+    root.insert("metrics".into(), metrics.into());
+
     // Apps are shown in their expanded form (the sources each app really uses), in
     // dependency order, which is the most useful view when debugging a config.
     let mut apps = Table::new();

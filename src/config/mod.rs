@@ -61,6 +61,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub refresh: RefreshConfig,
     pub quota: QuotaConfig,
+    pub metrics: MetricsConfig,
     /// Every app with its sources in dependency order: `default` (from `[sources]`)
     /// first, then `[apps.NAME]` by name.
     pub apps: Vec<AppConfig>,
@@ -203,6 +204,22 @@ impl Default for QuotaConfig {
     }
 }
 
+/// `[metrics]`: what `/metrics` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Export series per app and token (`app`/`token` labels): one gauge per token and
+    /// counters of the failures that happened. `false` keeps `/metrics` to aggregates
+    /// whose size does not grow with the number of apps (for thousands of apps, when
+    /// the status page and the logs are where a person looks for the app).
+    pub per_app: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { per_app: true }
+    }
+}
+
 impl Config {
     /// Reads and validates the config file at `path`, expanding `${VAR}` from the process
     /// environment.
@@ -318,6 +335,9 @@ impl Config {
             store,
             refresh,
             quota,
+            metrics: MetricsConfig {
+                per_app: raw.metrics.per_app,
+            },
             apps,
             clients,
         })

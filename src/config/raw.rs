@@ -33,6 +33,7 @@ pub struct RawConfig {
     pub store: RawStore,
     pub refresh: RawRefresh,
     pub quota: RawQuota,
+    pub metrics: RawMetrics,
     pub sources: BTreeMap<String, RawSource>,
     /// `[apps.NAME]` presets, kept as tables: which keys are allowed depends on the
     /// `platform` key, so each is deserialised by `presets` once that is known.
@@ -167,6 +168,19 @@ impl Default for RawQuota {
             daily_limit: 2000,
             reserve: 200,
         }
+    }
+}
+
+/// `[metrics]`: what `/metrics` exports.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    pub per_app: bool,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self { per_app: true }
     }
 }
 

@@ -276,6 +276,18 @@ fn the_quota_reserve_must_leave_room_for_force_refreshes() {
     assert!(e.contains("limit"), "{e}");
 }
 
+#[test]
+fn per_app_metrics_are_on_unless_turned_off() {
+    assert!(Config::parse(SEED, &env).unwrap().metrics.per_app);
+    let off = Config::parse(&format!("{SEED}\n[metrics]\nper_app = false\n"), &env).unwrap();
+    assert!(!off.metrics.per_app);
+    assert!(off.to_masked_toml().contains("per_app = false"));
+    let e = err(&format!("{SEED}\n[metrics]\nper_app = \"no\"\n"));
+    assert!(e.contains("metrics.per_app"), "{e}");
+    let e = err(&format!("{SEED}\n[metrics]\nper_token = true\n"));
+    assert!(e.contains("per_token"), "{e}");
+}
+
 const PRESETS: &str = r#"
 [server]
 request_secret = "request-secret-0123456789"

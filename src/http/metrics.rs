@@ -1,7 +1,6 @@
 //! `GET /metrics` and the middleware that measures every HTTP request.
 
-use std::time::SystemTime;
-
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,30 +15,31 @@ use tower_service::Service;
 use super::AppState;
 use crate::metrics::RouteMetrics;
 
-/// `GET /metrics`: the Prometheus text format. Gauges that describe the present (time
-/// to expiry, today's quota use, readiness) are set here, at scrape time, so they are
-/// exact whenever they are read and cost nothing in between.
+/// `GET /metrics`: the Prometheus text format. Gauges that describe the present
+/// (tokens by state, time to expiry, today's quota use, readiness) are computed here,
+/// at scrape time, from the credentials as they are now: exact whenever read, and
+/// nothing to keep up to date in between (see [`Scrape`](crate::metrics::Scrape)).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let refresher = &state.refresher;
     let metrics = refresher.metrics();
-    let now = SystemTime::now();
-    for cred in refresher.credentials() {
-        let left = cred.live_token(now).map_or(0, |t| {
-            i64::try_from(t.remaining(now).as_secs()).unwrap_or(i64::MAX)
-        });
-        metrics.set_token_expires_in(&cred.labels, left);
-        let usage = refresher.quota().usage(&cred.labels, now);
-        metrics.set_quota(
-            &cred.labels.app,
-            &cred.labels.endpoint,
-            usage.used,
-            usage.exhausted,
-        );
+    let now = refresher.clock().now();
+    let quota = refresher.quota();
+    let mut scrape = metrics.scrape(quota.settings().daily_limit);
+    // Each app's endpoint once, whatever order the credentials come in.
+    let mut endpoints_seen = HashSet::new();
+    for cred in refresher.credentials().iter() {
+        let state = cred.state(now, cred.consecutive_failures());
+        let left = cred.with_live_token(now, |t| t.remaining(now).as_secs());
+        scrape.token(&cred.labels, state, left);
+        if endpoints_seen.insert((&*cred.labels.app, &*cred.labels.endpoint)) {
+            let usage = quota.usage(&cred.labels, now);
+            scrape.quota(&cred.labels, usage.used, usage.exhausted);
+        }
     }
     metrics.set_ready(refresher.readiness_problems().await.is_empty());
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        metrics.render(),
+        metrics.render(&scrape),
     )
         .into_response()
 }

@@ -1,20 +1,37 @@
-//! `GET /`: one screen of server-rendered HTML for a person: each app and token with
-//! its state, a live countdown to expiry, the last refresh and its trigger, the last
-//! error with WeChat's errcode and a hint, and today's calls against the quota.
+//! `GET /`: server-rendered HTML for a person: the apps that need attention first
+//! (nothing to serve, needs a person, failing, not fetched yet), then the healthy
+//! ones, [`PAGE_SIZE`] apps a page with a search box (`/?page=N&q=TEXT`, a plain GET
+//! form). Each token shows its state, a live countdown to expiry, the last refresh and
+//! its trigger, the last error with WeChat's errcode and a hint, today's calls against
+//! the quota as a bar, and its refreshes and failures of the last 24 hours as a
+//! timeline (both inline SVG drawn here, see [`svg`]).
 //!
 //! No authentication, so it shows no token value and no secret, and every text from
-//! elsewhere (names, WeChat's errmsg) is escaped. A few lines of inline JS count the
-//! seconds down; without JS the page still shows them as rendered.
+//! elsewhere (names, WeChat's errmsg, the search) is escaped. A few lines of inline JS
+//! count the seconds down; without JS the page still shows them as rendered.
+//!
+//! The size of a page is bounded whatever the number of apps: one page of apps, at
+//! most [`MAX_PROBLEMS`] readiness problems listed, and pictures of bounded size (a
+//! timeline has at most `history::CAPACITY` marks).
 
+mod query;
+mod svg;
+
+use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::AppState;
-use crate::refresh::{Credential, Refresher};
+use crate::refresh::{Credential, Refresher, TokenState};
+pub use query::{PAGE_SIZE, PageQuery};
+
+/// Readiness problems listed on top; `/readyz` has the rest.
+pub const MAX_PROBLEMS: usize = 20;
 
 const STYLE: &str = "
 body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f5f6f8;color:#1d2129}
@@ -34,6 +51,15 @@ th{font-size:12px;text-transform:uppercase;color:#86909c;font-weight:600}
 ul.problems{margin:6px 0;padding-left:20px;color:#c9302c}
 footer{padding:4px 28px 20px;color:#86909c;font-size:13px}
 code{background:#f2f3f5;border-radius:4px;padding:0 4px}
+form.search{display:flex;gap:8px;align-items:center;margin:12px 0}
+form.search input{font:inherit;padding:5px 10px;border:1px solid #c9cdd4;border-radius:6px;min-width:260px}
+form.search button{font:inherit;padding:5px 14px;border:0;border-radius:6px;background:#07c160;color:#fff}
+nav.pages{margin:10px 0;color:#4e5969}
+svg{vertical-align:middle;display:block;margin:2px 0}
+svg.quota{background:#eef0f3}
+svg.tl{background:repeating-linear-gradient(90deg,#f2f3f5 0 59px,#dcdfe4 59px 60px)}
+.qr{fill:#ffd9a0}.qu{fill:#07c160}.qw{fill:#f0a020}.qx{fill:#c9302c}
+.tok{stroke:#07c160;stroke-width:2}.tfail{stroke:#c9302c;stroke-width:2}
 ";
 
 /// Counts every `data-expires-in` element down, from the moment the page loaded.
@@ -57,15 +83,109 @@ const SCRIPT: &str = "
 })();
 ";
 
-/// `GET /`.
-pub async fn index(State(state): State<AppState>) -> Response {
+/// `GET /` and `GET /?page=N&q=TEXT`.
+pub async fn index(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let query = match PageQuery::parse(raw.as_deref()) {
+        Ok(query) => query,
+        Err(message) => {
+            let body = format!(
+                "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Bad request</title></head>\
+                 <body><h1>Bad request</h1><p>{}</p><p><a href=\"/\">All apps</a></p></body></html>",
+                escape(&message)
+            );
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CACHE_CONTROL, "no-store")],
+                Html(body),
+            )
+                .into_response();
+        }
+    };
     let problems = state.refresher.readiness_problems().await;
-    let page = render(&state.refresher, &problems, SystemTime::now());
+    let now = state.refresher.clock().now();
+    let page = render(&state.refresher, &problems, &query, now);
     ([(header::CACHE_CONTROL, "no-store")], Html(page)).into_response()
 }
 
-fn render(refresher: &Refresher, problems: &[String], now: SystemTime) -> String {
-    let mut out = String::with_capacity(8 * 1024);
+/// How much an app needs a person's eyes: the page lists the lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Attention {
+    /// A token has nothing to serve and fetching it failed.
+    Expired,
+    /// A token fails with an error only a person can fix.
+    NeedsPerson,
+    /// A token's last attempt failed (still served), or WeChat stopped an API (45009).
+    Failing,
+    /// A token's first fetch is under way.
+    NotFetched,
+    Healthy,
+}
+
+fn attention(refresher: &Refresher, cred: &Credential, now: SystemTime) -> (TokenState, Attention) {
+    let failures = cred.consecutive_failures();
+    let state = cred.state(now, failures);
+    let attention = match state {
+        TokenState::Expired => Attention::Expired,
+        _ if failures > 0 && cred.needs_person().is_some() => Attention::NeedsPerson,
+        TokenState::Failing => Attention::Failing,
+        _ if refresher.quota().blocked_until(&cred.labels, now).is_some() => Attention::Failing,
+        TokenState::Refreshing if cred.current().is_none() => Attention::NotFetched,
+        _ => Attention::Healthy,
+    };
+    (state, attention)
+}
+
+/// One app and its tokens, as listed.
+struct AppView<'a> {
+    name: &'a str,
+    creds: Vec<&'a Arc<Credential>>,
+    attention: Attention,
+}
+
+fn render(
+    refresher: &Refresher,
+    problems: &[String],
+    query: &PageQuery,
+    now: SystemTime,
+) -> String {
+    // Every credential is looked at once (its state, for the order and the summary);
+    // only the page's apps are rendered.
+    let creds = refresher.credentials();
+    let mut apps: Vec<AppView<'_>> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut states = [0usize; 4];
+    for cred in creds.iter() {
+        let (state, attention) = attention(refresher, cred, now);
+        states[TokenState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .unwrap_or_default()] += 1;
+        let at = *index.entry(cred.key.app.as_str()).or_insert_with(|| {
+            apps.push(AppView {
+                name: cred.key.app.as_str(),
+                creds: Vec::new(),
+                attention: Attention::Healthy,
+            });
+            apps.len() - 1
+        });
+        let app = &mut apps[at];
+        app.creds.push(cred);
+        app.attention = app.attention.min(attention);
+    }
+    let total_apps = apps.len();
+    let q_lower = query.q.to_lowercase();
+    apps.retain(|app| query.matches(app.name, &q_lower));
+    // Stable: within one level of attention, apps keep their configured order.
+    apps.sort_by_key(|app| app.attention);
+    let pages = apps.len().div_ceil(PAGE_SIZE).max(1);
+    let query = PageQuery {
+        page: query.page.min(pages),
+        q: query.q.clone(),
+    };
+    let first = (query.page - 1) * PAGE_SIZE;
+    let shown = &apps[first.min(apps.len())..(first + PAGE_SIZE).min(apps.len())];
+
+    let mut out = String::with_capacity(16 * 1024 + shown.len() * 2048);
     let _ = write!(
         out,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -82,35 +202,86 @@ fn render(refresher: &Refresher, problems: &[String], now: SystemTime) -> String
     );
     if !problems.is_empty() {
         out.push_str("<section><h2>Problems</h2><ul class=\"problems\">");
-        for problem in problems {
+        for problem in problems.iter().take(MAX_PROBLEMS) {
             let _ = write!(out, "<li>{}</li>", escape(problem));
         }
-        out.push_str("</ul></section>");
+        out.push_str("</ul>");
+        if problems.len() > MAX_PROBLEMS {
+            let _ = write!(
+                out,
+                "<p class=\"muted\">and {} more: <a href=\"/readyz\">/readyz</a> lists them all</p>",
+                problems.len() - MAX_PROBLEMS
+            );
+        }
+        out.push_str("</section>");
     }
-    for entry in refresher.snapshot().apps() {
-        let app = entry.name();
+    let _ = write!(
+        out,
+        "<p id=\"summary\">{total_apps} apps, {} tokens: {} ok, {} refreshing, {} failing, {} expired</p>",
+        creds.len(),
+        states[0],
+        states[1],
+        states[2],
+        states[3]
+    );
+    let _ = write!(
+        out,
+        "<form class=\"search\" method=\"get\" action=\"/\" role=\"search\">\
+         <input type=\"search\" name=\"q\" value=\"{}\" placeholder=\"Find apps by name\" aria-label=\"App name\">\
+         <button type=\"submit\">Search</button>",
+        escape(&query.q)
+    );
+    if !query.q.is_empty() {
         let _ = write!(
             out,
-            "<section class=\"app\"><h2>App <code>{}</code></h2><table><thead><tr>\
-             <th>Token</th><th>State</th><th>Expires in</th><th>Last refresh</th>\
-             <th>Last error</th><th>WeChat calls today</th></tr></thead><tbody>",
-            escape(app)
+            " <span class=\"muted\">{} of {total_apps} apps match &middot; <a href=\"/\">show all</a></span>",
+            apps.len()
         );
-        for cred in &entry.creds {
-            row(&mut out, refresher, cred, now);
+    }
+    out.push_str("</form>");
+    if apps.is_empty() {
+        out.push_str("<p class=\"muted\" id=\"no-match\">No app matches.</p>");
+    } else {
+        query.nav(&mut out, pages);
+    }
+    let reserve = refresher.quota().settings().reserve;
+    for app in shown {
+        let _ = write!(
+            out,
+            "<section class=\"app\" data-app=\"{0}\"><h2>App <code>{0}</code></h2><table><tr>\
+             <th>Token</th><th>State</th><th>Expires in</th><th>Last refresh</th>\
+             <th>Last error</th><th>WeChat calls today</th><th>Last 24 h</th></tr>",
+            escape(app.name)
+        );
+        let mut last_hint = None;
+        for cred in &app.creds {
+            row(&mut out, refresher, cred, reserve, now, &mut last_hint);
         }
-        out.push_str("</tbody></table></section>");
+        out.push_str("</table></section>");
+    }
+    if shown.len() > 10 {
+        query.nav(&mut out, pages);
     }
     let _ = writeln!(
         out,
         "</main><footer>Times in UTC. WeChat's quota day starts at midnight China time (16:00 UTC). \
+         Apps that need attention come first, {PAGE_SIZE} a page. \
          Metrics: <a href=\"/metrics\">/metrics</a> &middot; health: <a href=\"/healthz\">/healthz</a> \
          <a href=\"/readyz\">/readyz</a></footer><script>{SCRIPT}</script></body></html>"
     );
     out
 }
 
-fn row(out: &mut String, refresher: &Refresher, cred: &Credential, now: SystemTime) {
+/// One token's row. `last_hint`: the hint shown in the app's row above, not repeated
+/// (a ticket usually fails for its access_token's reason).
+fn row(
+    out: &mut String,
+    refresher: &Refresher,
+    cred: &Credential,
+    reserve: u64,
+    now: SystemTime,
+    last_hint: &mut Option<&'static str>,
+) {
     let status = cred.status();
     let current = cred.current();
     let live = current.as_ref().filter(|t| t.is_live(now));
@@ -175,18 +346,26 @@ fn row(out: &mut String, refresher: &Refresher, cred: &Credential, now: SystemTi
                 }
             );
             if let Some(advice) = error.advice(cred.is_token_call()) {
-                let _ = write!(out, "<div class=\"hint\">{}</div>", escape(advice.hint));
+                if last_hint.replace(advice.hint) == Some(advice.hint) {
+                    out.push_str("<div class=\"hint\">as above</div>");
+                } else {
+                    let _ = write!(out, "<div class=\"hint\">{}</div>", escape(advice.hint));
+                }
             }
         }
         None => out.push_str("<span class=\"muted\">none</span>"),
     }
+    out.push_str("</td><td>");
+    svg::quota_bar(out, usage, reserve);
     let _ = write!(
         out,
-        "</td><td>{} / {} <span class=\"muted\">{}</span></td></tr>",
+        "{} / {} <span class=\"muted\">{}</span></td><td>",
         usage.used,
         usage.limit,
         escape(&cred.labels.endpoint)
     );
+    svg::timeline(out, &cred.history(now), now);
+    out.push_str("</td></tr>");
 }
 
 /// Escapes text for HTML content and attribute values.
@@ -248,6 +427,192 @@ fn ago(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::refresh::{RefreshError, Token, Trigger};
+    use crate::store::MemoryStore;
+    use crate::upstream::{self, Upstream};
+
+    /// A refresher with `n` mp apps (`shop-00001`, ...) with a jsapi ticket each,
+    /// never started: tests set their tokens and histories by hand.
+    fn apps(n: usize) -> Refresher {
+        let mut text = String::from(
+            "[server]\nrequest_secret = \"status-page-secret-0123\"\n[store]\nbackend = \"memory\"\n",
+        );
+        for i in 1..=n {
+            let _ = write!(
+                text,
+                "[apps.shop-{i:05}]\nplatform = \"mp\"\nappid = \"wx{i:016}\"\nsecret = \"s{i}\"\ntickets = [\"jsapi\"]\n"
+            );
+        }
+        let config = Config::parse(&text, &|_| None).unwrap();
+        Refresher::new(
+            &config,
+            Arc::new(MemoryStore::new()),
+            Upstream::new(Duration::from_secs(1)).unwrap(),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn serve(cred: &Credential, now: SystemTime) {
+        cred.install(Token::new(
+            "a-token-value-never-shown".into(),
+            now + Duration::from_secs(7000),
+            now - Duration::from_secs(200),
+            1,
+            Trigger::Scheduled,
+            now,
+        ));
+    }
+
+    fn wechat_error(errcode: i64) -> RefreshError {
+        RefreshError::Upstream(upstream::Error::WeChat {
+            errcode,
+            errmsg: "invalid ip 203.0.113.7 ipv6 ::ffff:203.0.113.7, not in whitelist rid: 6650a1b2-3c4d5e6f-7a8b9c0d"
+                .into(),
+        })
+    }
+
+    #[test]
+    fn a_page_of_ten_thousand_apps_is_bounded_even_when_every_token_had_a_bad_day() {
+        let refresher = apps(10_000);
+        let now = SystemTime::now();
+        for cred in refresher.credentials().iter() {
+            serve(cred, now);
+            // A full ring of the last 24 hours, and an error that needs a person.
+            for i in 0..64u64 {
+                let at = now - Duration::from_secs(1300 * (64 - i));
+                if i % 2 == 0 {
+                    cred.record_failure(&wechat_error(40164), at);
+                } else {
+                    cred.record_success(at);
+                }
+            }
+            cred.record_failure(&wechat_error(40164), now);
+        }
+        let problems: Vec<String> = (0..20_000)
+            .map(|i| format!("shop-{i:05}/access_token: needs a person: WeChat refused: errcode 40164: invalid ip"))
+            .collect();
+        let page = render(&refresher, &problems, &PageQuery::parse(None).unwrap(), now);
+        println!(
+            "status page one of 10,000 apps, worst case: {} bytes",
+            page.len()
+        );
+        // Every token on the page with 64 marks spread over the day and an error with
+        // a hint: the most a page can hold, whatever the number of apps.
+        assert!(page.len() < 400_000, "{} bytes", page.len());
+        assert_eq!(page.matches("<section class=\"app\"").count(), PAGE_SIZE);
+        assert_eq!(page.matches("<svg class=\"tl\"").count(), 2 * PAGE_SIZE);
+        assert_eq!(page.matches("<svg class=\"quota\"").count(), 2 * PAGE_SIZE);
+        assert_eq!(page.matches("<li>").count(), MAX_PROBLEMS);
+        assert!(
+            page.contains("and 19980 more"),
+            "problems beyond the first are counted"
+        );
+        assert!(page.contains("page 1 of 100"));
+        assert!(!page.contains("a-token-value-never-shown"));
+
+        // The healthy case, for the README's figure.
+        let quiet = apps(10_000);
+        for cred in quiet.credentials().iter() {
+            serve(cred, now);
+            for i in 0..12u64 {
+                cred.record_success(now - Duration::from_secs(7000 * i));
+            }
+        }
+        let page = render(&quiet, &[], &PageQuery::parse(None).unwrap(), now);
+        println!(
+            "status page one of 10,000 healthy apps: {} bytes",
+            page.len()
+        );
+        assert!(page.len() < 300_000, "{} bytes", page.len());
+    }
+
+    #[test]
+    fn apps_that_need_attention_come_first_and_the_search_narrows_the_list() {
+        let refresher = apps(250);
+        let now = SystemTime::now();
+        let creds = refresher.credentials();
+        // shop-00007's ticket: never fetched, failing (nothing to serve); shop-00240:
+        // needs a person; shop-00200: failing but served; shop-00150: first fetch.
+        let unserved = |c: &Credential| {
+            (c.key.app == "shop-00007" && c.key.name == "jsapi_ticket")
+                || (c.key.app == "shop-00150" && c.key.name == "access_token")
+        };
+        for cred in creds.iter().filter(|c| !unserved(c)) {
+            serve(cred, now);
+        }
+        let key = |app: &str, token: &str| {
+            creds
+                .iter()
+                .find(|c| c.key.app == app && c.key.name == token)
+                .unwrap()
+                .clone()
+        };
+        key("shop-00007", "jsapi_ticket").record_failure(&wechat_error(-1), now);
+        key("shop-00200", "access_token").record_failure(&wechat_error(-1), now);
+        key("shop-00240", "jsapi_ticket").record_failure(&wechat_error(40164), now);
+        let page = render(&refresher, &[], &PageQuery::parse(None).unwrap(), now);
+        let order: Vec<&str> = page
+            .match_indices("<section class=\"app\" data-app=\"")
+            .map(|(at, m)| {
+                let rest = &page[at + m.len()..];
+                &rest[..rest.find('"').unwrap()]
+            })
+            .collect();
+        assert_eq!(order.len(), PAGE_SIZE);
+        assert_eq!(
+            &order[..5],
+            [
+                "shop-00007",
+                "shop-00240",
+                "shop-00200",
+                "shop-00150",
+                "shop-00001"
+            ],
+            "{order:?}"
+        );
+        assert!(page.contains("250 apps, 500 tokens: 496 ok, 1 refreshing, 2 failing, 1 expired"));
+        assert!(page.contains("page 1 of 3"), "250 apps, 100 a page");
+        assert!(page.contains("href=\"/?page=2\""));
+
+        let last = render(
+            &refresher,
+            &[],
+            &PageQuery::parse(Some("page=9")).unwrap(),
+            now,
+        );
+        assert!(
+            last.contains("page 3 of 3"),
+            "a page past the end shows the last"
+        );
+        assert_eq!(last.matches("<section class=\"app\"").count(), 50);
+
+        let found = render(
+            &refresher,
+            &[],
+            &PageQuery::parse(Some("q=SHOP-0012")).unwrap(),
+            now,
+        );
+        assert_eq!(
+            found.matches("<section class=\"app\"").count(),
+            10,
+            "shop-00120..129"
+        );
+        assert!(found.contains("10 of 250 apps match"));
+        assert!(found.contains("value=\"SHOP-0012\""));
+        let none = render(
+            &refresher,
+            &[],
+            &PageQuery::parse(Some("q=%3Cb%3E")).unwrap(),
+            now,
+        );
+        assert!(none.contains("No app matches."));
+        assert!(
+            none.contains("value=\"&lt;b&gt;\""),
+            "the search is escaped"
+        );
+    }
 
     #[test]
     fn text_is_escaped_for_html() {

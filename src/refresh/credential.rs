@@ -9,8 +9,10 @@ use std::time::SystemTime;
 use arc_swap::ArcSwapOption;
 use tokio::sync::{mpsc, watch};
 
+use super::decide::refresh_lead;
 use super::error::RefreshError;
 use super::flight::Msg;
+use super::history::{Event, History};
 pub use super::token::Token;
 use crate::config::SourceConfig;
 use crate::domain::CredentialKey;
@@ -71,6 +73,42 @@ pub struct Credential {
     /// was fetched. Read by the flight task when a store record arrives meanwhile.
     unsaved_fetch: Mutex<Option<u64>>,
     status: Mutex<Status>,
+    /// The last refreshes and failures, for the status page's timeline. Apart from
+    /// `status` so that a status snapshot does not copy it.
+    history: Mutex<History>,
+}
+
+/// One word for how a credential is doing, for `wts_tokens{state}` and the status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TokenState {
+    /// Nothing to serve: the token expired (or was never fetched) and fetching it
+    /// failed. Clients get 503.
+    Expired,
+    /// The last attempt failed; a token with life left is still served.
+    Failing,
+    /// A refresh is due or under way (or the first fetch, not failed yet).
+    Refreshing,
+    /// Served, not due, the last attempt succeeded.
+    Ok,
+}
+
+impl TokenState {
+    /// Every state, in the order of [`as_str`](Self::as_str)'s export.
+    pub const ALL: [TokenState; 4] = [
+        TokenState::Ok,
+        TokenState::Refreshing,
+        TokenState::Failing,
+        TokenState::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Ok => "ok",
+            TokenState::Refreshing => "refreshing",
+            TokenState::Failing => "failing",
+            TokenState::Expired => "expired",
+        }
+    }
 }
 
 impl Credential {
@@ -97,6 +135,7 @@ impl Credential {
             unsaved: AtomicBool::new(false),
             unsaved_fetch: Mutex::new(None),
             status: Mutex::new(Status::default()),
+            history: Mutex::new(History::default()),
         }
     }
 
@@ -184,22 +223,73 @@ impl Credential {
             .clone()
     }
 
+    /// Failed attempts since the last success, without copying the whole status.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .consecutive_failures
+    }
+
     /// Is the served token not durably stored?
     pub fn is_unsaved(&self) -> bool {
         self.unsaved.load(Ordering::Relaxed)
     }
 
-    pub(super) fn record_success(&self, now: SystemTime) {
+    /// A refresh attempt succeeded at `now`. `pub(crate)` for tests that build a
+    /// credential's past without a flight.
+    pub(crate) fn record_success(&self, now: SystemTime) {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.consecutive_failures = 0;
         status.last_attempt_at = Some(now);
+        drop(status);
+        self.record_event(now, false);
     }
 
-    pub(super) fn record_failure(&self, error: &RefreshError, now: SystemTime) {
+    /// A refresh attempt failed at `now` with `error`.
+    pub(crate) fn record_failure(&self, error: &RefreshError, now: SystemTime) {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.consecutive_failures = status.consecutive_failures.saturating_add(1);
         status.last_error = Some((error.clone(), now));
         status.last_attempt_at = Some(now);
+        drop(status);
+        self.record_event(now, true);
+    }
+
+    fn record_event(&self, now: SystemTime, failed: bool) {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(now, failed);
+    }
+
+    /// The refreshes and failures of the last 24 hours before `now`, oldest first (at
+    /// most [`history::CAPACITY`](super::history::CAPACITY)).
+    pub fn history(&self, now: SystemTime) -> Vec<Event> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recent(now)
+    }
+
+    /// How this credential is doing at `now`; `failures` is
+    /// [`Status::consecutive_failures`] (passed in, as callers usually hold a status
+    /// snapshot already).
+    pub fn state(&self, now: SystemTime, failures: u32) -> TokenState {
+        let current = self.current.load();
+        match current.as_deref() {
+            Some(token) if token.is_live(now) => {
+                if failures > 0 {
+                    TokenState::Failing
+                } else if token.remaining(now) <= refresh_lead(token.lifetime()) {
+                    TokenState::Refreshing
+                } else {
+                    TokenState::Ok
+                }
+            }
+            None if failures == 0 => TokenState::Refreshing,
+            _ => TokenState::Expired,
+        }
     }
 
     /// Notes (or clears) that a flight installed a token fetched when the store held

@@ -12,6 +12,7 @@
 //! - [`token`], [`credential`]: a served token and its bounds; a credential's shared state.
 //! - [`catalog`]: the apps and their credentials, changed at runtime without a lock on
 //!   the serving path.
+//! - [`history`]: a credential's last refreshes and failures, for the status page.
 //! - [`lease`]: the cluster-wide lease that lets one instance refresh a token at a time.
 //! - [`sync`]: with a shared store, handing other instances' records to the flight tasks.
 //! - [`quota`]: the quota guard (daily counts, reserve, 45009).
@@ -29,6 +30,7 @@ pub mod decide;
 mod error;
 mod executor;
 mod flight;
+pub mod history;
 mod lease;
 pub mod quota;
 mod readiness;
@@ -50,7 +52,7 @@ use tokio_util::task::TaskTracker;
 pub use api::TokenApi;
 pub use catalog::{AppEntry, Catalog, Origin};
 pub use clock::Clock;
-pub use credential::{Credential, MAILBOX_CAPACITY, Status, Token};
+pub use credential::{Credential, MAILBOX_CAPACITY, Status, Token, TokenState};
 pub use decide::{backoff, refresh_lead};
 pub use error::RefreshError;
 pub use flight::{Decision, MAX_WAITERS};

@@ -55,9 +55,6 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn every_metric_the_alert_rules_use_is_exported() {
-    // Being added with the apps registry (SPEC.md, "Apps at runtime and scale"); the
-    // rules use them already. Remove a name here once the server exports it.
-    const PENDING: [&str; 2] = ["wts_tokens", "wts_token_min_expires_in_seconds"];
     let app = TestApp::spawn().await;
     let exported = app
         .client
@@ -77,9 +74,6 @@ async fn every_metric_the_alert_rules_use_is_exported() {
     let used = metric_names(&read("deploy/prometheus/alerts.yml"));
     assert!(used.len() >= 8, "{used:?}");
     for name in &used {
-        if PENDING.contains(&name.as_str()) && !samples.contains(name) {
-            continue;
-        }
         assert!(
             samples.contains(name),
             "alerts.yml uses {name}, which /metrics lacks"

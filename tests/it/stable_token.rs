@@ -55,7 +55,7 @@ async fn a_force_refresh_of_a_token_wechat_still_accepts_costs_one_probe_and_no_
     assert!(app.sim.token_valid(&current).await);
     // The probe shows in the upstream metrics like any call to WeChat.
     let scrape = crate::prom::Scrape::of(&app).await;
-    let probe = [("app", "shop"), ("endpoint", PROBE), ("outcome", "ok")];
+    let probe = [("endpoint", PROBE), ("outcome", "ok")];
     assert_eq!(
         scrape.value("wts_upstream_calls_total", &probe),
         1.0,

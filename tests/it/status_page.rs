@@ -191,3 +191,145 @@ async fn the_status_page_shows_the_last_error_with_its_errcode_and_a_hint_escape
     assert!(!dom.contains("<b>bold</b>"), "{dom}");
     assert!(!dom.contains(&current), "a token on the status page");
 }
+
+/// The part of `dom` from the row of `key` to the end of that row.
+fn row<'a>(dom: &'a str, key: &str) -> &'a str {
+    let start = dom
+        .find(&format!("data-key=\"{key}\""))
+        .unwrap_or_else(|| panic!("no row {key} in\n{dom}"));
+    let rest = &dom[start..];
+    &rest[..rest.find("</tr>").expect("the row ends")]
+}
+
+#[tokio::test]
+async fn each_token_has_a_quota_bar_and_a_timeline_with_its_failures_in_a_real_browser() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let text = crate::helpers::config_with(
+        crate::helpers::MEMORY_STORE,
+        crate::helpers::FAST_RETRIES,
+        &(crate::helpers::seed_sources(sim.addr) + "\n[quota]\ndaily_limit = 40\nreserve = 10\n"),
+    );
+    let app = TestApp::spawn_with(sim, &text).await;
+    let current = app.token("access_token").await;
+    app.sim
+        .fault("/cgi-bin/token", 1, json!({"errcode": -1}))
+        .await;
+    app.force("access_token", Some(&current)).await;
+    let calls = app.sim.calls("/cgi-bin/token").await;
+    assert!(
+        calls >= 2,
+        "the start-up fetch and the failed force refresh"
+    );
+
+    let dom = dom_after_scripts(&format!("{}/", app.base)).await;
+    let token = row(&dom, "default/access_token");
+    // The timeline: the start-up refresh, and a failure mark at the right end (now).
+    assert!(token.contains("<svg class=\"tl\""), "{token}");
+    assert!(token.contains("data-failures=\"1\""), "{token}");
+    assert!(
+        token.contains("<path class=\"tfail\" d=\"M239 1v14\""),
+        "{token}"
+    );
+    assert!(
+        token.contains("<path class=\"tok\" d=\"M239 4v8\""),
+        "{token}"
+    );
+    assert!(token.contains("24 h: 1 refreshed, 1 failed"), "{token}");
+    // The quota bar: 120 px for 40 calls, the reserve (the last 10) from 90 px.
+    let width = calls as f64 * 120.0 / 40.0;
+    assert!(
+        token.contains(&format!("<rect class=\"qu\" width=\"{width:.1}\"")),
+        "{calls} calls: {token}"
+    );
+    assert!(
+        token.contains("<rect class=\"qr\" x=\"90.0\" width=\"30.0\""),
+        "{token}"
+    );
+    assert!(token.contains(&format!("{calls} / 40")), "{token}");
+    let ticket = row(&dom, "default/ticket");
+    assert!(ticket.contains("data-failures=\"0\""), "{ticket}");
+    assert!(!ticket.contains("tfail"), "{ticket}");
+    assert_eq!(dom.matches("<svg class=\"tl\"").count(), 2, "{dom}");
+    assert!(!dom.contains(&current), "a token on the status page");
+}
+
+#[tokio::test]
+async fn many_apps_are_paged_problems_first_and_searchable_in_a_real_browser() {
+    let (sim_config, apps) = crate::metrics::many_apps(150);
+    let sim = TestSim::start(sim_config).await;
+    // One more app whose secret WeChat does not know: it never gets a token.
+    let broken = format!(
+        "[apps.zz-broken]\nplatform = \"mp\"\nappid = \"wx{:016}\"\nsecret = \"wrong\"\napi_base = \"http://{}\"\n",
+        1, sim.addr
+    );
+    let text = crate::helpers::config_with(
+        crate::helpers::MEMORY_STORE,
+        crate::helpers::FAST_RETRIES,
+        &(apps(sim.addr) + &broken),
+    );
+    let app = TestApp::start(sim, &text).await;
+    crate::helpers::wait_until(
+        "the good apps are served and the broken one failed",
+        Duration::from_secs(60),
+        || async {
+            let now = std::time::SystemTime::now();
+            let creds = app.refresher.credentials();
+            creds.iter().all(|c| {
+                if c.key.app == "zz-broken" {
+                    c.consecutive_failures() > 0
+                } else {
+                    c.live_token(now).is_some()
+                }
+            })
+        },
+    )
+    .await;
+
+    let dom = dom_after_scripts(&format!("{}/", app.base)).await;
+    let first = dom.find("<section class=\"app\"").expect("apps are listed");
+    assert!(
+        dom[first..].starts_with("<section class=\"app\" data-app=\"zz-broken\""),
+        "the app with nothing to serve comes first: {}",
+        &dom[first..first + 200]
+    );
+    assert_eq!(
+        dom.matches("<section class=\"app\"").count(),
+        100,
+        "100 apps a page"
+    );
+    assert!(dom.contains("page 1 of 2"), "{dom}");
+    assert!(dom.contains("rel=\"next\" href=\"/?page=2\""), "{dom}");
+    assert!(dom.contains("151 apps, 301 tokens: 300 ok"), "{dom}");
+    assert!(
+        dom.contains("<form class=\"search\" method=\"get\" action=\"/\""),
+        "{dom}"
+    );
+
+    let second = dom_after_scripts(&format!("{}/?page=2", app.base)).await;
+    assert_eq!(second.matches("<section class=\"app\"").count(), 51);
+    assert!(
+        second.contains("rel=\"prev\" href=\"/?page=1\""),
+        "{second}"
+    );
+
+    // The search box is a GET form: its URL, as the browser sends it.
+    let found = dom_after_scripts(&format!("{}/?q=SHOP-0014", app.base)).await;
+    let listed: Vec<&str> = found
+        .match_indices("<section class=\"app\" data-app=\"")
+        .map(|(at, m)| {
+            let rest = &found[at + m.len()..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    let expected: Vec<String> = (140..150).map(|i| format!("shop-{i:05}")).collect();
+    assert_eq!(listed, expected, "case-insensitive, anywhere in the name");
+    assert!(
+        found.contains("value=\"SHOP-0014\""),
+        "the search stays in the box"
+    );
+    assert!(found.contains("10 of 151 apps match"), "{found}");
+
+    let (status, body) = app.page("/?page=zero").await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    assert!(body.contains("page must be a whole number"), "{body}");
+}
