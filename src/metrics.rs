@@ -23,7 +23,10 @@ use prometheus_client::registry::Registry;
 
 use crate::config::MetricsConfig;
 
+mod atomic_histogram;
 mod scrape;
+
+use atomic_histogram::AtomicHistogram;
 
 pub use scrape::Scrape;
 
@@ -83,7 +86,7 @@ const UPSTREAM_BUCKETS: [f64; 12] = [
 ];
 /// Upper bounds of the HTTP latency buckets: serving a token takes microseconds, a
 /// force refresh one upstream call.
-const HTTP_BUCKETS: [f64; 14] = [
+static HTTP_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
 
@@ -159,8 +162,8 @@ fn upstream_histogram() -> Histogram {
     Histogram::new(UPSTREAM_BUCKETS)
 }
 
-fn http_histogram() -> Histogram {
-    Histogram::new(HTTP_BUCKETS)
+fn http_histogram() -> AtomicHistogram {
+    AtomicHistogram::new(&HTTP_BUCKETS)
 }
 
 /// The server's metrics. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -182,7 +185,8 @@ pub struct Metrics {
     refresh_failures: Family<FailureLabels, Counter>,
     force_refresh: Family<DecisionLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
-    http_duration: HistogramFamily<RouteLabels>,
+    /// Lock-free: it is recorded on every request.
+    http_duration: Family<RouteLabels, AtomicHistogram, fn() -> AtomicHistogram>,
     store_operations: Family<StoreLabels, Counter>,
     store_errors: Family<StoreLabels, Counter>,
     ready: Gauge,
@@ -413,7 +417,7 @@ pub struct RouteMetrics(Arc<RouteHandles>);
 struct RouteHandles {
     metrics: Arc<Metrics>,
     route: Arc<str>,
-    duration: Histogram,
+    duration: AtomicHistogram,
     common: Vec<(u16, Counter)>,
 }
 
@@ -421,7 +425,7 @@ impl RouteMetrics {
     /// One request to this route that answered `status` after `elapsed`.
     pub fn record(&self, status: u16, elapsed: Duration) {
         let handles = &self.0;
-        handles.duration.observe(elapsed.as_secs_f64());
+        handles.duration.observe(elapsed);
         match handles.common.iter().find(|(s, _)| *s == status) {
             Some((_, counter)) => {
                 counter.inc();
