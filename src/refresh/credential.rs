@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::decide::refresh_lead;
 use super::error::RefreshError;
-use super::flight::Msg;
 use super::history::{Event, History};
+use super::mailbox::Mailbox;
 pub use super::token::Token;
 use crate::config::SourceConfig;
 use crate::domain::CredentialKey;
@@ -52,9 +52,7 @@ pub struct Credential {
     /// they neither wait for a refresh nor contend with each other.
     current: ArcSwapOption<Token>,
     /// Requests for the flight task.
-    pub(super) mailbox: mpsc::Sender<Msg>,
-    /// Its receiving end, taken by the flight task when it starts.
-    pub(super) inbox: Mutex<Option<mpsc::Receiver<Msg>>>,
+    pub(super) mailbox: Mailbox,
     /// Highest version seen, so versions keep increasing across restarts.
     version_floor: AtomicU64,
     /// The version this instance last saw in the store (0: none): saves are a
@@ -119,15 +117,13 @@ impl Credential {
     /// A credential of the app definition `generation` (see the field).
     pub fn of_generation(app: &str, source: SourceConfig, generation: Option<String>) -> Self {
         let endpoint = source.urls.first().map_or("", |url| url.path());
-        let (mailbox, inbox) = mpsc::channel(MAILBOX_CAPACITY);
         Self {
             key: CredentialKey::new(app, &source.name),
             labels: CredentialLabels::new(app, &source.name, endpoint),
             source,
             generation,
             current: ArcSwapOption::empty(),
-            mailbox,
-            inbox: Mutex::new(Some(inbox)),
+            mailbox: Mailbox::new(MAILBOX_CAPACITY),
             version_floor: AtomicU64::new(0),
             stored_version: AtomicU64::new(0),
             installed: watch::Sender::new(0),

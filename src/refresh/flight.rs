@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -73,9 +73,8 @@ pub enum Msg {
         reply: oneshot::Sender<Reply>,
     },
     /// The store's record of this credential (`None`: it holds none), read because
-    /// another instance changed it or by a full read. Boxed: a mailbox allocates room
-    /// for 32 messages up front, and with 20,000 credentials a message the size of a
-    /// record would cost 75 MB of mailboxes that are nearly always empty.
+    /// another instance changed it or by a full read. Boxed: a message the size of a
+    /// record would make every queued request that large.
     Stored(Option<Box<StoredToken>>),
 }
 
@@ -190,7 +189,17 @@ impl FlightTask {
 
     /// Runs until `cancel`; a flight under way is finished first, so that a token
     /// WeChat issued is stored before the process exits.
-    pub(super) async fn run(mut self, mut inbox: mpsc::Receiver<Msg>, cancel: CancellationToken) {
+    pub(super) async fn run(mut self, cancel: CancellationToken) {
+        // However the task ends (even by a panic), its mailbox refuses new messages and
+        // drops the queued ones, whose senders then learn that it ended.
+        struct CloseOnDrop(Arc<Credential>);
+        impl Drop for CloseOnDrop {
+            fn drop(&mut self) {
+                drop(self.0.mailbox.close());
+            }
+        }
+        let cred = self.cred.clone();
+        let _close = CloseOnDrop(cred.clone());
         loop {
             let wake = self.next_wake();
             tokio::select! {
@@ -200,10 +209,9 @@ impl FlightTask {
                     self.running = None;
                     self.finished(done).await;
                 }
-                msg = inbox.recv() => match msg {
-                    Some(Msg::Ask { trigger, stale, reply }) => self.on_ask(Waiter { leader: false, trigger, stale, reply }),
-                    Some(Msg::Stored(stored)) => self.on_stored(stored.as_deref()).await,
-                    None => break,
+                msg = cred.mailbox.recv() => match msg {
+                    Msg::Ask { trigger, stale, reply } => self.on_ask(Waiter { leader: false, trigger, stale, reply }),
+                    Msg::Stored(stored) => self.on_stored(stored.as_deref()).await,
                 },
                 () = tokio::time::sleep_until(wake), if self.running.is_none() => self.on_timer(),
             }

@@ -32,6 +32,7 @@ mod executor;
 mod flight;
 pub mod history;
 mod lease;
+mod mailbox;
 pub mod quota;
 mod readiness;
 mod stable;
@@ -228,12 +229,11 @@ impl Refresher {
         let stop = running.cancel.child_token();
         let mut tasks = entry.tasks.lock().unwrap_or_else(|e| e.into_inner());
         for cred in &entry.creds {
-            let inbox = cred.inbox.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let Some(inbox) = inbox else {
+            if !cred.mailbox.take() {
                 continue; // already running
-            };
+            }
             let task = FlightTask::new(self.clone(), cred.clone());
-            tasks.push(running.tracker.spawn(task.run(inbox, stop.clone())));
+            tasks.push(running.tracker.spawn(task.run(stop.clone())));
         }
         // A removal between the catalog swap and here has cancelled `entry.stop`.
         let linked = entry.stop.clone();
@@ -479,9 +479,9 @@ impl Refresher {
                 reply,
             })
             .map_err(|e| match e {
-                tokio::sync::mpsc::error::TrySendError::Full(_) => RefreshError::Busy,
-                tokio::sync::mpsc::error::TrySendError::Closed(_) => {
-                    RefreshError::Task("the server is shutting down".into())
+                mailbox::SendError::Full => RefreshError::Busy,
+                mailbox::SendError::Closed => {
+                    RefreshError::Task("the token's refresh task has ended (the server is shutting down, or its app was removed)".into())
                 }
             })?;
         match tokio::time::timeout(FORCE_REFRESH_WAIT, answer).await {
