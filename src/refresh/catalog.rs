@@ -40,7 +40,7 @@ pub struct AppEntry {
     pub origin: Origin,
     /// Its credentials in dependency order (each after those it refers to).
     pub creds: Vec<Arc<Credential>>,
-    /// Stops this app's flight tasks (a child of the refresher's run token).
+    /// Stops this app's flight tasks (a child of the refresher's root token).
     pub(super) stop: CancellationToken,
     /// The flight tasks, awaited when the app is removed so that its tokens are
     /// deleted from the store only once nothing can store them again.
@@ -48,7 +48,9 @@ pub struct AppEntry {
 }
 
 impl AppEntry {
-    pub(super) fn new(config: AppConfig, origin: Origin) -> Self {
+    /// `stop`: a child of the refresher's root token, so that both a shutdown and the
+    /// app's removal stop its tasks.
+    pub(super) fn new(config: AppConfig, origin: Origin, stop: CancellationToken) -> Self {
         let creds = config
             .sources
             .iter()
@@ -64,7 +66,7 @@ impl AppEntry {
             config,
             origin,
             creds,
-            stop: CancellationToken::new(),
+            stop,
             tasks: Mutex::new(Vec::new()),
         }
     }

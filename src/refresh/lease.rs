@@ -150,7 +150,6 @@ pub(super) async fn acquire(
             stored: None,
         };
     }
-    let mut installs = cred.watch_installs();
     let version_before = cred.current_version();
     let deadline = Instant::now() + LEASE_WAIT_LIMIT;
     // A holder name of its own for this attempt: a late release of an earlier one
@@ -158,6 +157,11 @@ pub(super) async fn acquire(
     let holder = format!("{holder}#{:08x}", rand::random::<u32>());
     let holder = holder.as_str();
     loop {
+        // Registered before the version is checked below, so that an install in
+        // between wakes the wait at once.
+        let installed = cred.installs().notified();
+        tokio::pin!(installed);
+        installed.as_mut().enable();
         match store.try_lease(&cred.key, holder, LEASE_TTL).await {
             Ok(true) => {
                 let guard = LeaseGuard::new(store.clone(), cred.key.clone(), holder.to_owned());
@@ -194,7 +198,7 @@ pub(super) async fn acquire(
         }
         tokio::select! {
             biased;
-            _ = installs.changed() => {}
+            () = installed => {}
             () = tokio::time::sleep(LEASE_POLL) => {}
         }
     }

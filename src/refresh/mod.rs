@@ -127,6 +127,8 @@ pub struct Refresher {
     /// The apps and their credentials; replaced as a whole when an app is added or
     /// removed, so that readers never wait.
     catalog: ArcSwap<Catalog>,
+    /// Parent of every app's stop token; cancelled when the run's token is.
+    root: CancellationToken,
     /// Serialises catalog changes (each builds on the one before).
     changing: Mutex<()>,
     /// Where flight tasks run, once [`spawn`](Self::spawn) was called: apps added
@@ -148,10 +150,9 @@ pub struct Refresher {
     calls: tokio::sync::Semaphore,
 }
 
-/// The tracker and stop token that flight tasks run under.
+/// The tracker that flight tasks run under.
 struct Running {
     tracker: TaskTracker,
-    cancel: CancellationToken,
 }
 
 impl Refresher {
@@ -177,18 +178,21 @@ impl Refresher {
 
     /// A refresher from explicit parts.
     pub fn from_parts(config: &Config, parts: Parts) -> Self {
-        let catalog = Catalog::new(
-            config
-                .apps
-                .iter()
-                .map(|app| Arc::new(AppEntry::new(app.clone(), Origin::Config))),
-        );
+        let root = CancellationToken::new();
+        let catalog = Catalog::new(config.apps.iter().map(|app| {
+            Arc::new(AppEntry::new(
+                app.clone(),
+                Origin::Config,
+                root.child_token(),
+            ))
+        }));
         let rng = match parts.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
         Self {
             catalog: ArcSwap::from_pointee(catalog),
+            root,
             changing: Mutex::new(()),
             running: OnceLock::new(),
             quota: QuotaGuard::new(config.quota, parts.store.clone()),
@@ -210,11 +214,17 @@ impl Refresher {
     pub fn spawn(self: &Arc<Self>, tracker: &TaskTracker, cancel: &CancellationToken) {
         let running = Running {
             tracker: tracker.clone(),
-            cancel: cancel.clone(),
         };
         if self.running.set(running).is_err() {
             return; // already running
         }
+        // One task links the run's token to every app's (a task per app would cost
+        // memory at 10,000 apps).
+        let (cancel_all, root) = (cancel.clone(), self.root.clone());
+        tracker.spawn(async move {
+            cancel_all.cancelled().await;
+            root.cancel();
+        });
         for entry in self.catalog().apps() {
             self.spawn_app(entry);
         }
@@ -226,23 +236,14 @@ impl Refresher {
         let Some(running) = self.running.get() else {
             return;
         };
-        let stop = running.cancel.child_token();
         let mut tasks = entry.tasks.lock().unwrap_or_else(|e| e.into_inner());
         for cred in &entry.creds {
             if !cred.mailbox.take() {
                 continue; // already running
             }
             let task = FlightTask::new(self.clone(), cred.clone());
-            tasks.push(running.tracker.spawn(task.run(stop.clone())));
+            tasks.push(running.tracker.spawn(task.run(entry.stop.clone())));
         }
-        // A removal between the catalog swap and here has cancelled `entry.stop`.
-        let linked = entry.stop.clone();
-        running.tracker.spawn(async move {
-            tokio::select! {
-                () = linked.cancelled() => stop.cancel(),
-                () = stop.cancelled() => {}
-            }
-        });
     }
 
     /// Adds `config` (or puts it in place of the app of that name, which is stopped
@@ -256,7 +257,7 @@ impl Refresher {
         config: AppConfig,
         origin: Origin,
     ) -> Result<Option<Arc<AppEntry>>, crate::store::Error> {
-        let entry = Arc::new(AppEntry::new(config, origin));
+        let entry = Arc::new(AppEntry::new(config, origin, self.root.child_token()));
         let now = self.clock.now();
         let mut stored = Vec::new();
         for cred in &entry.creds {
@@ -289,10 +290,17 @@ impl Refresher {
     pub fn add_apps_at_start(&self, apps: Vec<AppConfig>) {
         let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.catalog.load();
-        let entries = current.apps().iter().cloned().chain(
-            apps.into_iter()
-                .map(|app| Arc::new(AppEntry::new(app, Origin::Registry))),
-        );
+        let entries = current
+            .apps()
+            .iter()
+            .cloned()
+            .chain(apps.into_iter().map(|app| {
+                Arc::new(AppEntry::new(
+                    app,
+                    Origin::Registry,
+                    self.root.child_token(),
+                ))
+            }));
         self.catalog.store(Arc::new(Catalog::new(entries)));
     }
 
