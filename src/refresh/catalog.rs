@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Credential;
+use super::issued::IssuedTokens;
 use crate::config::{AppConfig, Preset};
 
 /// Where an app is defined.
@@ -48,16 +49,18 @@ pub struct AppEntry {
 }
 
 impl AppEntry {
-    pub(super) fn new(config: AppConfig, origin: Origin) -> Self {
+    pub(super) fn new(config: AppConfig, origin: Origin, issued: &Arc<IssuedTokens>) -> Self {
         let creds = config
             .sources
             .iter()
             .map(|source| {
-                Arc::new(Credential::of_generation(
+                let cred = Arc::new(Credential::of_generation(
                     &config.name,
                     source.clone(),
                     config.generation.clone(),
-                ))
+                ));
+                cred.attach_index(issued);
+                cred
             })
             .collect();
         Self {

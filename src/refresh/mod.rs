@@ -29,6 +29,7 @@ pub mod decide;
 mod error;
 mod executor;
 mod flight;
+pub mod issued;
 mod lease;
 pub mod quota;
 mod readiness;
@@ -50,10 +51,11 @@ use tokio_util::task::TaskTracker;
 pub use api::TokenApi;
 pub use catalog::{AppEntry, Catalog, Origin};
 pub use clock::Clock;
-pub use credential::{Credential, MAILBOX_CAPACITY, Status, Token};
+pub use credential::{Credential, Issued, MAILBOX_CAPACITY, Status, Token};
 pub use decide::{backoff, refresh_lead};
 pub use error::RefreshError;
 pub use flight::{Decision, MAX_WAITERS};
+pub use issued::IssuedTokens;
 pub use quota::QuotaGuard;
 pub use stable::{FORCED_PER_DAY, FORCED_SPACING};
 
@@ -140,6 +142,8 @@ pub struct Refresher {
     /// Flights under way, each a task of its own so that a client hanging up cannot
     /// cancel a call to WeChat halfway; a graceful shutdown waits for them.
     flights: TaskTracker,
+    /// Access tokens handed out, by value (the facade's tickets, the gateway).
+    issued: Arc<IssuedTokens>,
 }
 
 /// The tracker and stop token that flight tasks run under.
@@ -171,11 +175,12 @@ impl Refresher {
 
     /// A refresher from explicit parts.
     pub fn from_parts(config: &Config, parts: Parts) -> Self {
+        let issued = Arc::new(IssuedTokens::default());
         let catalog = Catalog::new(
             config
                 .apps
                 .iter()
-                .map(|app| Arc::new(AppEntry::new(app.clone(), Origin::Config))),
+                .map(|app| Arc::new(AppEntry::new(app.clone(), Origin::Config, &issued))),
         );
         let rng = match parts.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
@@ -194,6 +199,7 @@ impl Refresher {
             clock: parts.clock,
             rng: Mutex::new(rng),
             flights: TaskTracker::new(),
+            issued,
         }
     }
 
@@ -250,7 +256,7 @@ impl Refresher {
         config: AppConfig,
         origin: Origin,
     ) -> Result<Option<Arc<AppEntry>>, crate::store::Error> {
-        let entry = Arc::new(AppEntry::new(config, origin));
+        let entry = Arc::new(AppEntry::new(config, origin, &self.issued));
         let now = self.clock.now();
         let mut stored = Vec::new();
         for cred in &entry.creds {
@@ -272,6 +278,7 @@ impl Refresher {
         };
         if let Some(old) = &replaced {
             old.stop.cancel();
+            old.creds.iter().for_each(|c| c.detach_index());
         }
         self.spawn_app(&entry);
         Ok(replaced)
@@ -285,7 +292,7 @@ impl Refresher {
         let current = self.catalog.load();
         let entries = current.apps().iter().cloned().chain(
             apps.into_iter()
-                .map(|app| Arc::new(AppEntry::new(app, Origin::Registry))),
+                .map(|app| Arc::new(AppEntry::new(app, Origin::Registry, &self.issued))),
         );
         self.catalog.store(Arc::new(Catalog::new(entries)));
     }
@@ -298,6 +305,7 @@ impl Refresher {
         let removed = current.app(name).cloned()?;
         self.catalog.store(Arc::new(current.without(name)));
         removed.stop.cancel();
+        removed.creds.iter().for_each(|c| c.detach_index());
         Some(removed)
     }
 
@@ -424,6 +432,17 @@ impl Refresher {
         let cred = catalog.credential(app, name).ok_or(LookupError::Unknown)?;
         cred.live_token(self.clock.now())
             .ok_or(LookupError::NotReady)
+    }
+
+    /// The app and access-token credential that `value` was handed out as, if this
+    /// server handed it out and its holder may still use it (see
+    /// [`Credential::issued`]): an index lookup, then a check against the credential.
+    pub fn issued_token(&self, value: &str) -> Option<(Arc<AppEntry>, Arc<Credential>, Issued)> {
+        let key = self.issued.candidate(value)?;
+        let entry = self.app(&key.app)?;
+        let cred = entry.credential(&key.name)?.clone();
+        let issued = cred.issued(value, self.clock.now(), self.settings.upstream_grace)?;
+        Some((entry, cred, issued))
     }
 
     /// A client's request for a token newer than `stale` (or, without `stale`, a new

@@ -16,6 +16,7 @@
 //! - `command.rs`: the `simulate` command.
 
 mod admin;
+mod apis;
 mod clock;
 mod command;
 mod endpoint;

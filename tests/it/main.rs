@@ -11,6 +11,7 @@ mod clients;
 mod cluster;
 mod cluster_processes;
 mod deploy;
+mod facade;
 mod faults;
 mod force_refresh;
 mod health;
