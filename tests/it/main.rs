@@ -28,6 +28,7 @@ mod registry;
 mod reload;
 mod restart;
 mod scale;
+mod sdks;
 mod simulator;
 mod stable_token;
 mod status_page;
