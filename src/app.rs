@@ -96,7 +96,17 @@ impl App {
             auth.clone(),
             frontend.tls.clone(),
         ));
-        let state = AppState::new(refresher.clone(), auth, registry.clone(), reloader.clone());
+        let gateway = Arc::new(
+            crate::gateway::Gateway::new(config.gateway)
+                .context("cannot initialise the gateway's HTTP client")?,
+        );
+        let state = AppState::new(
+            refresher.clone(),
+            auth,
+            registry.clone(),
+            reloader.clone(),
+            gateway,
+        );
         Ok(Self {
             listener,
             refresher,
@@ -105,7 +115,10 @@ impl App {
             reload_on_sighup: false,
             router: http::router(state.clone()),
             state,
-            limits: Limits::new(&config.server),
+            limits: Limits {
+                gateway_max_body: config.gateway.max_body,
+                ..Limits::new(&config.server)
+            },
             frontend,
         })
     }

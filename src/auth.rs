@@ -216,6 +216,7 @@ mod tests {
             refresh: false,
             networks: networks.map(|n| vec![n.parse().unwrap()]),
             admin: false,
+            rate: None,
         }
     }
 

@@ -22,6 +22,8 @@
 //!   `/metrics`.
 //! - [`server`]: the accept loop under the router, with the inbound limits (timeouts,
 //!   body limit, connection bound, panic guard, shutdown deadline).
+//! - [`gateway`]: forwarding WeChat API calls with the current token, one retry after
+//!   a rejected token; the facade (WeChat's token endpoints) is in [`http`].
 //! - [`jssdk`]: JS-SDK signatures.
 //! - [`metrics`]: every metric name and label, and the Prometheus rendering.
 //! - [`healthcheck`]: the `healthcheck` command for container healthchecks.
@@ -35,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod gateway;
 pub mod healthcheck;
 pub mod http;
 pub mod jssdk;

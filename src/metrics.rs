@@ -190,6 +190,14 @@ pub struct Metrics {
     store_operations: Family<StoreLabels, Counter>,
     store_errors: Family<StoreLabels, Counter>,
     ready: Gauge,
+    gateway_requests: Family<GatewayLabels, Counter>,
+}
+
+/// Labels of `wts_gateway_requests_total`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GatewayLabels {
+    app: String,
+    outcome: String,
 }
 
 impl Default for Metrics {
@@ -223,6 +231,7 @@ impl Metrics {
             store_operations: Family::default(),
             store_errors: Family::default(),
             ready: Gauge::default(),
+            gateway_requests: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -277,12 +286,29 @@ impl Metrics {
             "1 when this instance is ready (GET /readyz answers 200)",
             m.ready.clone(),
         );
+        r.register(
+            "wts_gateway_requests",
+            "WeChat API calls through the gateway by app and outcome: ok, WeChat's errcode, retried (after a refreshed token), refused (tied to no app), rate_limited, timeout, ...",
+            m.gateway_requests.clone(),
+        );
         m
     }
 
     /// Are series per app and token exported (`[metrics] per_app`)?
     pub fn per_app(&self) -> bool {
         self.per_app
+    }
+
+    /// One gateway request and how it ended.
+    /// With `per_app = false` every app counts as `*`: the series stay bounded.
+    pub fn gateway_request(&self, app: &str, outcome: &str) {
+        let app = if self.per_app { app } else { "*" };
+        self.gateway_requests
+            .get_or_create(&GatewayLabels {
+                app: app.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// One call to WeChat and how it ended (`ok` or [`crate::upstream::Error::outcome`]).

@@ -47,6 +47,8 @@ pub struct ClientConfig {
     pub networks: Option<Vec<IpNet>>,
     /// May it manage the runtime app registry (`/v1/apps`)?
     pub admin: bool,
+    /// Gateway requests per second it may make; `None`: unlimited.
+    pub rate: Option<f64>,
 }
 
 /// Validates every `[clients.NAME]` against the configured apps.
@@ -119,7 +121,16 @@ pub fn parse_clients(
             .networks
             .map(|list| networks(&format!("{key}.networks"), list))
             .transpose()?;
+        if let Some(rate) = raw.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(Error::invalid(
+                format!("{key}.rate"),
+                format!("must be a positive number of gateway requests per second, got {rate}"),
+            ));
+        }
         clients.push(ClientConfig {
+            rate: raw.rate,
             name,
             key_sha256: digest,
             apps: apps_scope,

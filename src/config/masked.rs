@@ -123,6 +123,19 @@ pub fn render(config: &Config) -> String {
     }
     root.insert("apps".into(), apps.into());
 
+    let mut gateway = Table::new();
+    gateway.insert(
+        "max_body".into(),
+        i64::try_from(config.gateway.max_body)
+            .unwrap_or(i64::MAX)
+            .into(),
+    );
+    gateway.insert(
+        "timeout".into(),
+        config.gateway.timeout.as_secs_f64().into(),
+    );
+    root.insert("gateway".into(), gateway.into());
+
     let mut clients = Table::new();
     for client in &config.clients {
         let mut t = Table::new();
@@ -130,6 +143,9 @@ pub fn render(config: &Config) -> String {
         t.insert("apps".into(), scope(&client.apps));
         t.insert("tokens".into(), scope(&client.tokens));
         t.insert("refresh".into(), client.refresh.into());
+        if let Some(rate) = client.rate {
+            t.insert("rate".into(), rate.into());
+        }
         if let Some(networks) = &client.networks {
             let list: Vec<Value> = networks
                 .iter()

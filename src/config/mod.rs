@@ -62,11 +62,31 @@ pub struct Config {
     pub refresh: RefreshConfig,
     pub quota: QuotaConfig,
     pub metrics: MetricsConfig,
+    pub gateway: GatewayConfig,
     /// Every app with its sources in dependency order: `default` (from `[sources]`)
     /// first, then `[apps.NAME]` by name.
     pub apps: Vec<AppConfig>,
     /// `[clients.NAME]`, by name.
     pub clients: Vec<ClientConfig>,
+}
+
+/// `[gateway]`: the WeChat API gateway (SPEC.md, "WeChat-compatible facade and API
+/// gateway").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GatewayConfig {
+    /// Largest request or response body forwarded, in bytes.
+    pub max_body: usize,
+    /// Longest one forwarded call may take (each of a retried pair).
+    pub timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_body: raw::DEFAULT_GATEWAY_MAX_BODY as usize,
+            timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[server]`.
@@ -295,6 +315,18 @@ impl Config {
             ));
         }
         let quota = quota(&raw.quota)?;
+        let gateway = GatewayConfig {
+            max_body: match usize::try_from(raw.gateway.max_body) {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(Error::invalid(
+                        "gateway.max_body",
+                        "must be a positive number of bytes (default 20971520, 20 MiB)",
+                    ));
+                }
+            },
+            timeout: seconds("gateway.timeout", raw.gateway.timeout)?,
+        };
         let mut apps = Vec::new();
         if !raw.sources.is_empty() {
             apps.push(sources::generic_app(DEFAULT_APP, raw.sources)?);
@@ -338,6 +370,7 @@ impl Config {
             metrics: MetricsConfig {
                 per_app: raw.metrics.per_app,
             },
+            gateway,
             apps,
             clients,
         })

@@ -32,7 +32,7 @@ pub const TOKEN_NAMES: [&str; 4] = [
 pub const SECRET_KEYS: [&str; 2] = ["secret", "corpsecret"];
 
 /// Which WeChat platform a preset app is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Platform {
     /// An Official Account or a Mini Program.
     Mp,

@@ -34,6 +34,7 @@ pub struct RawConfig {
     pub refresh: RawRefresh,
     pub quota: RawQuota,
     pub metrics: RawMetrics,
+    pub gateway: RawGateway,
     pub sources: BTreeMap<String, RawSource>,
     /// `[apps.NAME]` presets, kept as tables: which keys are allowed depends on the
     /// `platform` key, so each is deserialised by `presets` once that is known.
@@ -184,6 +185,29 @@ impl Default for RawMetrics {
     }
 }
 
+/// Default `gateway.max_body` in bytes (SPEC.md): WeChat's largest media upload
+/// (a 20 MB video) fits.
+pub const DEFAULT_GATEWAY_MAX_BODY: u64 = 20 * 1024 * 1024;
+
+/// `[gateway]`: the WeChat API gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGateway {
+    /// Largest request or response body forwarded, in bytes.
+    pub max_body: u64,
+    /// Longest one forwarded call may take, in seconds.
+    pub timeout: f64,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        Self {
+            max_body: DEFAULT_GATEWAY_MAX_BODY,
+            timeout: 30.0,
+        }
+    }
+}
+
 /// HTTP method of a source.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum Method {
@@ -247,4 +271,6 @@ pub struct RawClient {
     pub networks: Option<Vec<String>>,
     #[serde(default)]
     pub admin: bool,
+    /// Gateway requests per second (a token bucket of one second's burst).
+    pub rate: Option<f64>,
 }

@@ -163,6 +163,7 @@ mod tests {
             refresh: false,
             networks: Some(vec!["10.0.0.0/8".parse().unwrap()]),
             admin: false,
+            rate: None,
         };
         let auth = Auth::new(Secret::new("secret")).with_clients([shop_only]);
         let log = LogLimiter::new(2, Duration::from_secs(3600));

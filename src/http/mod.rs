@@ -7,16 +7,21 @@
 //! - [`health`]: `/healthz`, `/readyz`.
 //! - [`status_page`]: `/`, the status page for people.
 //! - [`metrics`]: `/metrics` and the request-measuring middleware.
+//! - [`facade`]: WeChat's own token and ticket endpoints; [`wxapps`]: apps by appid.
+//! - [`gateway`]: every other WeChat API path, forwarded by [`crate::gateway`].
 //! - [`error`]: error responses.
 
 mod apps;
 mod caller;
 pub mod error;
+mod facade;
+mod gateway;
 mod health;
 mod legacy;
 mod metrics;
 mod status_page;
 pub mod v1;
+mod wxapps;
 
 use std::sync::Arc;
 
@@ -26,7 +31,7 @@ use axum::Router;
 use axum::handler::Handler;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, any, get, post};
 
 use crate::auth::Auth;
 use crate::log_limit::LogLimiter;
@@ -55,6 +60,10 @@ pub struct Shared {
     /// Keeps refused requests from flooding the log (see [`caller`]); `App::run` writes
     /// its summary lines.
     pub refusals: LogLimiter,
+    /// Apps by appid/corpid, for the facade.
+    pub wxapps: wxapps::WxApps,
+    /// Forwards WeChat API calls.
+    pub gateway: Arc<crate::gateway::Gateway>,
 }
 
 impl std::ops::Deref for AppState {
@@ -71,6 +80,7 @@ impl AppState {
         auth: Arc<ArcSwap<Auth>>,
         registry: Arc<Registry>,
         reloader: Arc<Reloader>,
+        gateway: Arc<crate::gateway::Gateway>,
     ) -> Self {
         let catalog = refresher.snapshot();
         let names: Vec<&str> = catalog
@@ -93,13 +103,15 @@ impl AppState {
             reloader,
             default_app,
             refusals: LogLimiter::default(),
+            wxapps: wxapps::WxApps::default(),
+            gateway,
         }))
     }
 }
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    let routes: [(&'static str, MethodRouter<AppState>); 16] = [
+    let routes: [(&'static str, MethodRouter<AppState>); 31] = [
         ("/wechat/token", get(legacy::get_token)),
         ("/wechat/token/forcerefresh", get(legacy::force_refresh)),
         ("/v1/tokens/{app}/{name}", get(v1::get_token)),
@@ -123,6 +135,23 @@ pub fn router(state: AppState) -> Router {
             "/robots.txt",
             get(|| async { "User-agent: *\nDisallow: /\n" }),
         ),
+        // WeChat's token and ticket endpoints, then the gateway for the rest of
+        // WeChat's API paths (static paths win over the wildcards).
+        ("/cgi-bin/token", get(facade::token)),
+        ("/cgi-bin/stable_token", post(facade::stable_token)),
+        ("/cgi-bin/gettoken", get(facade::gettoken)),
+        ("/cgi-bin/ticket/getticket", get(facade::getticket)),
+        ("/cgi-bin/get_jsapi_ticket", get(facade::corp_jsapi_ticket)),
+        ("/cgi-bin/ticket/get", get(facade::agent_ticket)),
+        ("/cgi-bin/{*path}", any(gateway::forward)),
+        ("/wxa/{*path}", any(gateway::forward)),
+        ("/wxaapi/{*path}", any(gateway::forward)),
+        ("/datacube/{*path}", any(gateway::forward)),
+        ("/card/{*path}", any(gateway::forward)),
+        ("/customservice/{*path}", any(gateway::forward)),
+        ("/merchant/{*path}", any(gateway::forward)),
+        ("/product/{*path}", any(gateway::forward)),
+        ("/shop/{*path}", any(gateway::forward)),
     ];
     // Each route is measured by its own pre-resolved metric handles, outermost so that
     // timeouts are measured too; the fallback counts as "unmatched".

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Credential;
+use super::issued::IssuedTokens;
 use crate::config::{AppConfig, Preset};
 
 /// Where an app is defined.
@@ -50,16 +51,23 @@ pub struct AppEntry {
 impl AppEntry {
     /// `stop`: a child of the refresher's root token, so that both a shutdown and the
     /// app's removal stop its tasks.
-    pub(super) fn new(config: AppConfig, origin: Origin, stop: CancellationToken) -> Self {
+    pub(super) fn new(
+        config: AppConfig,
+        origin: Origin,
+        stop: CancellationToken,
+        issued: &Arc<IssuedTokens>,
+    ) -> Self {
         let creds = config
             .sources
             .iter()
             .map(|source| {
-                Arc::new(Credential::of_generation(
+                let cred = Arc::new(Credential::of_generation(
                     &config.name,
                     source.clone(),
                     config.generation.clone(),
-                ))
+                ));
+                cred.attach_index(issued);
+                cred
             })
             .collect();
         Self {

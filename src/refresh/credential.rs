@@ -3,8 +3,8 @@
 //! credential's flight task (`flight`); this is what readers and the task share.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use super::decide::refresh_lead;
 use super::error::RefreshError;
 use super::history::{Event, History};
+use super::issued::{INDEXED_NAME, IssuedTokens};
 use super::mailbox::Mailbox;
 pub use super::token::Token;
 use crate::config::SourceConfig;
@@ -38,6 +39,21 @@ pub struct Status {
     pub unsaved: Option<String>,
 }
 
+/// A token that was replaced, and when.
+pub struct Replaced {
+    pub token: Arc<Token>,
+    pub at: tokio::time::Instant,
+}
+
+/// How a presented token relates to a credential; see [`Credential::issued`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issued {
+    /// The token being served.
+    Current,
+    /// The one before it, within WeChat's grace after it was replaced.
+    Previous,
+}
+
 /// One token of one app.
 pub struct Credential {
     pub key: CredentialKey,
@@ -51,6 +67,12 @@ pub struct Credential {
     /// a lock and, on the serving path, without touching a shared reference count, so
     /// they neither wait for a refresh nor contend with each other.
     current: ArcSwapOption<Token>,
+    /// The token served before the current one and when it was replaced: holders of
+    /// it may still use it for WeChat's grace (the facade's tickets, the gateway).
+    previous: ArcSwapOption<Replaced>,
+    /// The index of handed-out tokens this credential keeps up to date (access tokens
+    /// only), with its key as the index holds it.
+    issued: OnceLock<(Arc<IssuedTokens>, Arc<CredentialKey>)>,
     /// Requests for the flight task.
     pub(super) mailbox: Mailbox,
     /// Highest version seen, so versions keep increasing across restarts.
@@ -126,6 +148,8 @@ impl Credential {
             source,
             generation,
             current: ArcSwapOption::empty(),
+            previous: ArcSwapOption::empty(),
+            issued: OnceLock::new(),
             mailbox: Mailbox::new(MAILBOX_CAPACITY),
             version_floor: AtomicU64::new(0),
             stored_version: AtomicU64::new(0),
@@ -168,14 +192,76 @@ impl Credential {
         current.as_deref().filter(|t| t.is_live(now)).map(read)
     }
 
-    /// Makes `token` the one served, atomically for readers.
+    /// Makes `token` the one served, atomically for readers. A new value makes the
+    /// one it replaces the previous token, and is added to the index of handed-out
+    /// tokens.
     pub(crate) fn install(&self, token: Token) -> Arc<Token> {
         self.version_floor
             .fetch_max(token.version, Ordering::SeqCst);
         let token = Arc::new(token);
-        self.current.store(Some(token.clone()));
+        let old = self.current.swap(Some(token.clone()));
+        let changed = old.as_ref().is_none_or(|old| old.value != token.value);
+        if changed {
+            let dropped = old.and_then(|old| {
+                self.previous.swap(Some(Arc::new(Replaced {
+                    token: old,
+                    at: tokio::time::Instant::now(),
+                })))
+            });
+            if let Some((index, key)) = self.issued.get() {
+                let dropped = dropped
+                    .as_ref()
+                    .map(|d| d.token.value.as_str())
+                    .filter(|d| *d != token.value);
+                index.installed(key, &token.value, dropped);
+            }
+        }
         self.installed.notify_waiters();
         token
+    }
+
+    /// Keeps `index` up to date with this credential's tokens from now on (access
+    /// tokens only; others are never presented as `access_token=`).
+    pub(super) fn attach_index(&self, index: &Arc<IssuedTokens>) {
+        if self.key.name != INDEXED_NAME {
+            return;
+        }
+        let key = Arc::new(self.key.clone());
+        if self.issued.set((index.clone(), key.clone())).is_ok()
+            && let Some(current) = self.current()
+        {
+            index.installed(&key, &current.value, None);
+        }
+    }
+
+    /// Takes this credential's tokens out of the index (its app is gone).
+    pub(super) fn detach_index(&self) {
+        if let Some((index, key)) = self.issued.get() {
+            let current = self.current();
+            let previous = self.previous.load_full();
+            let values = current
+                .iter()
+                .map(|t| t.value.as_str())
+                .chain(previous.iter().map(|p| p.token.value.as_str()));
+            index.forget(key, values);
+        }
+    }
+
+    /// Was `value` handed out by this server as this credential's token, and may its
+    /// holder still use it: the current token while it may be served, or the one it
+    /// replaced within `grace` of the replacement.
+    pub fn issued(&self, value: &str, now: SystemTime, grace: Duration) -> Option<Issued> {
+        if self
+            .current()
+            .is_some_and(|t| t.value == value && t.is_live(now))
+        {
+            return Some(Issued::Current);
+        }
+        let previous = self.previous.load();
+        previous
+            .as_deref()
+            .filter(|p| p.token.value == value && p.at.elapsed() < grace)
+            .map(|_| Issued::Previous)
     }
 
     /// Replaces the served token by a copy of it with other bounds (same version).

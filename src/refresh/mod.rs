@@ -31,6 +31,7 @@ mod error;
 mod executor;
 mod flight;
 pub mod history;
+pub mod issued;
 mod lease;
 mod mailbox;
 pub mod quota;
@@ -53,10 +54,11 @@ use tokio_util::task::TaskTracker;
 pub use api::TokenApi;
 pub use catalog::{AppEntry, Catalog, Origin};
 pub use clock::Clock;
-pub use credential::{Credential, MAILBOX_CAPACITY, Status, Token, TokenState};
+pub use credential::{Credential, Issued, MAILBOX_CAPACITY, Status, Token, TokenState};
 pub use decide::{backoff, refresh_lead};
 pub use error::RefreshError;
 pub use flight::{Decision, MAX_WAITERS};
+pub use issued::IssuedTokens;
 pub use quota::QuotaGuard;
 pub use stable::{FORCED_PER_DAY, FORCED_SPACING};
 
@@ -148,6 +150,8 @@ pub struct Refresher {
     /// Permits for token and ticket calls to WeChat (`refresh.max_concurrent_calls`),
     /// shared by every credential: see `call.rs`.
     calls: tokio::sync::Semaphore,
+    /// Access tokens handed out, by value (the facade's tickets, the gateway).
+    issued: Arc<IssuedTokens>,
 }
 
 /// The tracker that flight tasks run under.
@@ -179,11 +183,13 @@ impl Refresher {
     /// A refresher from explicit parts.
     pub fn from_parts(config: &Config, parts: Parts) -> Self {
         let root = CancellationToken::new();
+        let issued = Arc::new(IssuedTokens::default());
         let catalog = Catalog::new(config.apps.iter().map(|app| {
             Arc::new(AppEntry::new(
                 app.clone(),
                 Origin::Config,
                 root.child_token(),
+                &issued,
             ))
         }));
         let rng = match parts.seed {
@@ -205,6 +211,7 @@ impl Refresher {
             rng: Mutex::new(rng),
             flights: TaskTracker::new(),
             calls: tokio::sync::Semaphore::new(config.refresh.max_concurrent_calls),
+            issued,
         }
     }
 
@@ -257,7 +264,12 @@ impl Refresher {
         config: AppConfig,
         origin: Origin,
     ) -> Result<Option<Arc<AppEntry>>, crate::store::Error> {
-        let entry = Arc::new(AppEntry::new(config, origin, self.root.child_token()));
+        let entry = Arc::new(AppEntry::new(
+            config,
+            origin,
+            self.root.child_token(),
+            &self.issued,
+        ));
         let now = self.clock.now();
         let mut stored = Vec::new();
         for cred in &entry.creds {
@@ -279,6 +291,7 @@ impl Refresher {
         };
         if let Some(old) = &replaced {
             old.stop.cancel();
+            old.creds.iter().for_each(|c| c.detach_index());
         }
         self.spawn_app(&entry);
         Ok(replaced)
@@ -299,6 +312,7 @@ impl Refresher {
                     app,
                     Origin::Registry,
                     self.root.child_token(),
+                    &self.issued,
                 ))
             }));
         self.catalog.store(Arc::new(Catalog::new(entries)));
@@ -312,6 +326,7 @@ impl Refresher {
         let removed = current.app(name).cloned()?;
         self.catalog.store(Arc::new(current.without(name)));
         removed.stop.cancel();
+        removed.creds.iter().for_each(|c| c.detach_index());
         Some(removed)
     }
 
@@ -438,6 +453,17 @@ impl Refresher {
         let cred = catalog.credential(app, name).ok_or(LookupError::Unknown)?;
         cred.live_token(self.clock.now())
             .ok_or(LookupError::NotReady)
+    }
+
+    /// The app and access-token credential that `value` was handed out as, if this
+    /// server handed it out and its holder may still use it (see
+    /// [`Credential::issued`]): an index lookup, then a check against the credential.
+    pub fn issued_token(&self, value: &str) -> Option<(Arc<AppEntry>, Arc<Credential>, Issued)> {
+        let key = self.issued.candidate(value)?;
+        let entry = self.app(&key.app)?;
+        let cred = entry.credential(&key.name)?.clone();
+        let issued = cred.issued(value, self.clock.now(), self.settings.upstream_grace)?;
+        Some((entry, cred, issued))
     }
 
     /// A client's request for a token newer than `stale` (or, without `stale`, a new

@@ -62,7 +62,13 @@ pub(super) async fn serve<S>(
         stream,
         activity: activity.clone(),
     });
-    let service = RequestService::new(router, peer, proxies, activity.clone(), limits.max_body);
+    let service = RequestService::new(
+        router,
+        peer,
+        proxies,
+        activity.clone(),
+        (limits.max_body, limits.gateway_max_body),
+    );
     let mut builder = http1::Builder::new();
     // Our timer keeps the header timeout (see the module docs); hyper would panic
     // without a timer if it were set, and warn about its default.
@@ -271,6 +277,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             max_body: 1,
+            gateway_max_body: 1,
         }
     }
 

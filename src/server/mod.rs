@@ -36,9 +36,8 @@ use crate::config::ServerConfig;
 use crate::log_limit::{LOG_INTERVAL, LogLimiter};
 
 /// Largest request body accepted, in bytes (SPEC.md): the biggest body any route takes
-/// is a refresh's `{"stale": "<token>"}`, a few hundred bytes. The gateway's larger
-/// `gateway.max_body` (later) will come with its own routes and limit; [`Limits`] takes
-/// the limit as a value so that raising it is a matter of passing another.
+/// is a refresh's `{"stale": "<token>"}`, a few hundred bytes. The gateway's paths
+/// have their own, larger limit ([`Limits::gateway_max_body`]).
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// The inbound limits the server applies.
@@ -55,6 +54,8 @@ pub struct Limits {
     pub shutdown_timeout: Duration,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// Largest request body on the gateway's paths (`gateway.max_body`), in bytes.
+    pub gateway_max_body: usize,
 }
 
 impl Limits {
@@ -66,6 +67,7 @@ impl Limits {
             idle_timeout: server.idle_timeout,
             shutdown_timeout: server.shutdown_timeout,
             max_body: MAX_BODY,
+            gateway_max_body: crate::config::GatewayConfig::default().max_body,
         }
     }
 }

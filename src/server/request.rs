@@ -35,6 +35,8 @@ pub(super) struct RequestService {
     proxies: Arc<TrustedProxies>,
     activity: Arc<Activity>,
     max_body: usize,
+    /// The larger limit of the gateway's paths.
+    gateway_max_body: usize,
 }
 
 impl RequestService {
@@ -43,7 +45,7 @@ impl RequestService {
         peer: SocketAddr,
         proxies: Arc<TrustedProxies>,
         activity: Arc<Activity>,
-        max_body: usize,
+        (max_body, gateway_max_body): (usize, usize),
     ) -> Self {
         Self {
             router,
@@ -51,6 +53,7 @@ impl RequestService {
             proxies,
             activity,
             max_body,
+            gateway_max_body,
         }
     }
 }
@@ -65,11 +68,16 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         // Computed before the request moves on, for a 500 in the right style.
         let v1 = is_v1_path(request.uri().path());
         let size = request.body().size_hint();
-        if size.lower() > self.max_body as u64 {
+        let max_body = if crate::gateway::is_gateway_path(request.uri().path()) {
+            self.gateway_max_body
+        } else {
+            self.max_body
+        };
+        if size.lower() > max_body as u64 {
             // A declared Content-Length over the limit: answered at once, without
             // waiting for a body that may never come. hyper then closes the
             // connection rather than read the body.
-            return Guarded::ready(ApiError::payload_too_large(v1, self.max_body), busy);
+            return Guarded::ready(ApiError::payload_too_large(v1, max_body), busy);
         }
         // As `into_make_service_with_connect_info::<SocketAddr>` does: handlers see the
         // peer (client `networks` are checked against it).
@@ -80,7 +88,6 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         {
             request.extensions_mut().insert(client);
         }
-        let max_body = self.max_body;
         let request = request.map(|body| {
             if size.upper().is_some_and(|upper| upper <= max_body as u64) {
                 // A Content-Length within the limit, which hyper enforces.

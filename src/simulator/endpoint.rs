@@ -24,11 +24,21 @@ pub enum Endpoint {
     CorpTicket,
     /// `GET /cgi-bin/ticket/get`: WeCom agent_config ticket.
     AgentTicket,
+    /// `GET /cgi-bin/menu/get`: an ordinary API (the custom menu).
+    MenuGet,
+    /// `POST /cgi-bin/message/custom/send`: customer-service message.
+    CustomSend,
+    /// `POST /cgi-bin/media/upload?type=T`: a multipart file upload.
+    MediaUpload,
+    /// `GET /cgi-bin/media/get?media_id=M`: the uploaded file's bytes.
+    MediaGet,
+    /// `POST /wxa/getwxacodeunlimit`: a Mini Program code image.
+    WxaCode,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order stats list them.
-    pub const ALL: [Endpoint; 8] = [
+    pub const ALL: [Endpoint; 13] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::GetTicket,
@@ -37,6 +47,11 @@ impl Endpoint {
         Endpoint::CorpToken,
         Endpoint::CorpTicket,
         Endpoint::AgentTicket,
+        Endpoint::MenuGet,
+        Endpoint::CustomSend,
+        Endpoint::MediaUpload,
+        Endpoint::MediaGet,
+        Endpoint::WxaCode,
     ];
 
     /// The URL path WeChat serves it on.
@@ -50,7 +65,24 @@ impl Endpoint {
             Endpoint::CorpToken => "/cgi-bin/gettoken",
             Endpoint::CorpTicket => "/cgi-bin/get_jsapi_ticket",
             Endpoint::AgentTicket => "/cgi-bin/ticket/get",
+            Endpoint::MenuGet => "/cgi-bin/menu/get",
+            Endpoint::CustomSend => "/cgi-bin/message/custom/send",
+            Endpoint::MediaUpload => "/cgi-bin/media/upload",
+            Endpoint::MediaGet => "/cgi-bin/media/get",
+            Endpoint::WxaCode => "/wxa/getwxacodeunlimit",
         }
+    }
+
+    /// An ordinary API (not a token or ticket endpoint): served by `apis`.
+    pub fn is_api(self) -> bool {
+        matches!(
+            self,
+            Endpoint::MenuGet
+                | Endpoint::CustomSend
+                | Endpoint::MediaUpload
+                | Endpoint::MediaGet
+                | Endpoint::WxaCode
+        )
     }
 
     /// The endpoint served on `path`, if any.
@@ -67,7 +99,11 @@ impl Endpoint {
     /// The HTTP method WeChat documents for it; others get a JSON 405.
     pub fn method(self) -> MethodFilter {
         match self {
-            Endpoint::StableToken | Endpoint::QuotaGet => MethodFilter::POST,
+            Endpoint::StableToken
+            | Endpoint::QuotaGet
+            | Endpoint::CustomSend
+            | Endpoint::MediaUpload
+            | Endpoint::WxaCode => MethodFilter::POST,
             _ => MethodFilter::GET,
         }
     }

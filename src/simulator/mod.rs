@@ -19,6 +19,7 @@
 
 mod accounts;
 mod admin;
+mod apis;
 mod clock;
 mod command;
 mod endpoint;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::on;
 use http_body::Frame;
@@ -21,6 +21,10 @@ use super::Simulator;
 use super::endpoint::Endpoint;
 use super::faults::FaultKind;
 use super::wechat::{Request, WxError};
+
+/// Largest upload accepted (WeChat's video limit is 20 MB; tests go beyond the
+/// gateway's limit).
+const MAX_UPLOAD: usize = 64 * 1024 * 1024;
 
 /// What a handler needs: the state, and the shutdown signal that cuts injected delays short.
 #[derive(Clone)]
@@ -35,12 +39,16 @@ pub struct Ctx {
 pub fn router(sim: Simulator, shutdown: CancellationToken) -> Router {
     let mut router = Router::new();
     for endpoint in Endpoint::ALL {
-        let handler = move |State(ctx): State<Ctx>, RawQuery(query): RawQuery, body: Bytes| {
-            call(ctx, endpoint, query, body)
-        };
+        let handler =
+            move |State(ctx): State<Ctx>,
+                  RawQuery(query): RawQuery,
+                  headers: HeaderMap,
+                  body: Bytes| { call(ctx, endpoint, query, headers, body) };
         router = router.route(endpoint.path(), on(endpoint.method(), handler));
     }
     router
+        // Media uploads are bigger than axum's default 2 MB.
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .merge(super::admin::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -53,6 +61,8 @@ enum Outcome {
     Reply(Result<Value, WxError>),
     /// The same, held back this long.
     Late(Duration, Result<Value, WxError>),
+    /// An ordinary API's reply (JSON or a file).
+    Api(Result<super::apis::ApiReply, WxError>),
     /// Served (its reply is thrown away), then the connection is dropped.
     Lost,
     /// An injected failure instead of a reply.
@@ -60,8 +70,20 @@ enum Outcome {
 }
 
 /// One call of a WeChat endpoint: count it, apply a queued fault, or serve it.
-async fn call(ctx: Ctx, endpoint: Endpoint, query: Option<String>, body: Bytes) -> Response {
-    let req = Request::new(query.as_deref(), &body);
+async fn call(
+    ctx: Ctx,
+    endpoint: Endpoint,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // A multipart upload is no JSON: not parsed as such.
+    let json_body = if endpoint == Endpoint::MediaUpload {
+        &b""[..]
+    } else {
+        &body[..]
+    };
+    let req = Request::new(query.as_deref(), json_body);
     let _counted = endpoint
         .issues_credentials()
         .then(|| ctx.sim.in_flight.enter());
@@ -70,6 +92,12 @@ async fn call(ctx: Ctx, endpoint: Endpoint, query: Option<String>, body: Bytes) 
         let app = state.app_of(endpoint, &req);
         state.record_call(endpoint, app.as_deref());
         match state.faults.take(endpoint) {
+            None if endpoint.is_api() => {
+                let content_type = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                Outcome::Api(state.serve_api(endpoint, &req, content_type, &body))
+            }
             None => Outcome::Reply(state.serve(endpoint, &req)),
             // Both serve the call now, while the state is locked: WeChat acts on a
             // call when it gets it, whatever then happens to the answer.
@@ -88,6 +116,11 @@ async fn call(ctx: Ctx, endpoint: Endpoint, query: Option<String>, body: Bytes) 
     };
     let reply = match outcome {
         Outcome::Reply(reply) => reply,
+        Outcome::Api(Ok(super::apis::ApiReply::Json(value))) => Ok(value),
+        Outcome::Api(Ok(super::apis::ApiReply::File { content_type, body })) => {
+            return ([(header::CONTENT_TYPE, content_type)], body).into_response();
+        }
+        Outcome::Api(Err(e)) => Err(e),
         Outcome::Late(delay, reply) => {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}

@@ -155,6 +155,8 @@ pub struct State {
     issued: HashMap<Endpoint, u64>,
     /// Queued faults.
     pub faults: Faults,
+    /// Uploaded media by media_id: (content type, bytes).
+    pub media: HashMap<String, (String, axum::body::Bytes)>,
 }
 
 impl State {
@@ -172,6 +174,7 @@ impl State {
             app_calls: HashMap::new(),
             issued: HashMap::new(),
             faults: Faults::default(),
+            media: HashMap::new(),
         }
     }
 

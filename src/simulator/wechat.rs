@@ -34,7 +34,7 @@ const fn err(code: i64, msg: &'static str) -> WxError {
     WxError { code, msg }
 }
 
-const NOT_LATEST: WxError = err(
+pub(super) const NOT_LATEST: WxError = err(
     40001,
     "invalid credential, access_token is invalid or not latest",
 );
@@ -43,7 +43,7 @@ const BAD_GRANT_TYPE: WxError = err(40002, "invalid grant_type");
 const BAD_APPID: WxError = err(40013, "invalid appid");
 const BAD_CORPID: WxError = err(40013, "invalid corpid");
 const BAD_TOKEN: WxError = err(40014, "invalid access_token");
-const BAD_ARGS: WxError = err(40097, "invalid args");
+pub(super) const BAD_ARGS: WxError = err(40097, "invalid args");
 const BAD_SECRET: WxError = err(40125, "invalid appsecret");
 const NO_TOKEN: WxError = err(41001, "access_token missing");
 const NO_APPID: WxError = err(41002, "appid missing");
@@ -52,7 +52,7 @@ const NO_SECRET: WxError = err(41004, "appsecret missing");
 const NO_CORPSECRET: WxError = err(41004, "corpsecret missing");
 const EXPIRED: WxError = err(42001, "access_token expired");
 const QUOTA: WxError = err(45009, "reach max api daily quota limit");
-const BAD_DATA: WxError = err(47001, "data format error");
+pub(super) const BAD_DATA: WxError = err(47001, "data format error");
 const BAD_CGI_PATH: WxError = err(76021, "cgi_path not found, please check");
 
 /// A call's parameters: the query string, and the JSON body of POST endpoints.
@@ -60,7 +60,7 @@ const BAD_CGI_PATH: WxError = err(76021, "cgi_path not found, please check");
 pub struct Request {
     query: HashMap<String, String>,
     /// `None` when the body is not a JSON object (empty, malformed, an array...).
-    json: Option<Map<String, Value>>,
+    pub(super) json: Option<Map<String, Value>>,
 }
 
 impl Request {
@@ -82,7 +82,7 @@ impl Request {
     }
 
     /// A query parameter; empty counts as missing, as at WeChat.
-    fn param(&self, name: &str) -> Option<&str> {
+    pub(super) fn param(&self, name: &str) -> Option<&str> {
         self.query
             .get(name)
             .map(String::as_str)
@@ -144,6 +144,12 @@ impl State {
                 Ok(json!({"ip_list": CALLBACK_IPS}))
             }
             Endpoint::QuotaGet => self.quota_get(req),
+            // Served with their bodies by `apis`; reached here only by mistake.
+            Endpoint::MenuGet
+            | Endpoint::CustomSend
+            | Endpoint::MediaUpload
+            | Endpoint::MediaGet
+            | Endpoint::WxaCode => Err(BAD_ARGS),
             Endpoint::CorpToken => self.corp_token(req),
             Endpoint::CorpTicket => {
                 let owner = self.valid_token(req, &[Kind::CorpToken])?;
@@ -191,7 +197,7 @@ impl State {
     }
 
     /// The owner of the request's `access_token`, if it is valid and of one of `kinds`.
-    fn valid_token(&self, req: &Request, kinds: &[Kind]) -> Result<Owner, WxError> {
+    pub(super) fn valid_token(&self, req: &Request, kinds: &[Kind]) -> Result<Owner, WxError> {
         let token = req.param("access_token").ok_or(NO_TOKEN)?;
         match self.lookup(token, true) {
             Lookup::Valid(c, _) if kinds.contains(&c.kind) => Ok(c.owner.clone()),
@@ -203,7 +209,7 @@ impl State {
     }
 
     /// Spends one call of today's quota, or refuses with 45009 when none is left.
-    fn spend(&mut self, owner: &Owner, endpoint: Endpoint) -> Result<(), WxError> {
+    pub(super) fn spend(&mut self, owner: &Owner, endpoint: Endpoint) -> Result<(), WxError> {
         if !self.quota_left(&owner.id, endpoint) {
             return Err(QUOTA);
         }

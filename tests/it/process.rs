@@ -78,6 +78,11 @@ impl Server {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill_9(mut self) {
         self.child.kill().unwrap();
