@@ -22,6 +22,7 @@ mod openapi;
 mod platforms;
 mod proxies;
 mod quota;
+mod redis_ha;
 mod refresh;
 mod registry;
 mod reload;
