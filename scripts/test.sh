@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 have() { command -v "$1" >/dev/null 2>&1; }
 need_apt=()
 have redis-server || need_apt+=(redis-server)
+have redis-sentinel || need_apt+=(redis-sentinel)
+have redis-cli || need_apt+=(redis-tools)
 # The status page is tested in a real headless browser (tests/it/status_page.rs);
 # Debian calls it chromium, Ubuntu chromium-browser.
 have chromium || have chromium-browser || need_apt+=(chromium)

@@ -235,9 +235,22 @@ pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn TokenStore>> {
             )
         })?),
         Backend::Memory => Arc::new(MemoryStore::new()),
-        Backend::Redis => Arc::new(
-            RedisStore::open(config.redis_url.expose(), &config.key_prefix)
+        Backend::Redis => {
+            let ca =
+                match &config.redis_ca {
+                    Some(path) => Some(std::fs::read(path).with_context(|| {
+                        format!("cannot read store.redis_ca {}", path.display())
+                    })?),
+                    None => None,
+                };
+            Arc::new(
+                RedisStore::open_with_ca(
+                    config.redis_url.expose(),
+                    &config.key_prefix,
+                    ca.as_deref(),
+                )
                 .context("invalid store.redis_url")?,
-        ),
+            )
+        }
     })
 }

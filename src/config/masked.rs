@@ -50,6 +50,9 @@ pub fn render(config: &Config) -> String {
             mask_url_password(config.store.redis_url.expose()).into(),
         );
     }
+    if let Some(ca) = &config.store.redis_ca {
+        store.insert("redis_ca".into(), ca.display().to_string().into());
+    }
     store.insert("key_prefix".into(), config.store.key_prefix.clone().into());
     root.insert("store".into(), store.into());
 

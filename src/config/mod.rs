@@ -131,6 +131,9 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Redis URL; a secret because it may carry a password.
     pub redis_url: Secret,
+    /// PEM file of the CA that a `rediss://` server's certificate is checked against
+    /// (`store.redis_ca`); none: the system's roots.
+    pub redis_ca: Option<PathBuf>,
     /// Prefix of every Redis key; "" keeps the seed's plain keys.
     pub key_prefix: String,
     /// Seals the registry's app secrets at rest (`store.encryption_key`, 32 bytes).

@@ -107,6 +107,7 @@ pub struct RawStore {
     pub backend: Backend,
     pub path: PathBuf,
     pub redis_url: Option<String>,
+    pub redis_ca: Option<PathBuf>,
     pub key_prefix: String,
     pub encryption_key: Option<String>,
 }
@@ -117,6 +118,7 @@ impl Default for RawStore {
             backend: Backend::Embedded,
             path: PathBuf::from("./data"),
             redis_url: None,
+            redis_ca: None,
             key_prefix: String::new(),
             encryption_key: None,
         }

@@ -5,13 +5,16 @@ use super::raw::{Backend, RawStore};
 use super::{Error, StoreConfig};
 use crate::domain::Secret;
 
-/// The `redis_url` schemes the Redis backend connects with: TCP, TLS, and a Unix socket
-/// (the redis crate's two spellings).
-pub const REDIS_SCHEMES: [&str; 4] = ["redis", "rediss", "redis+unix", "unix"];
-
-/// Schemes SPEC.md names for highly available Redis that this build does not speak
-/// yet: refused with a message saying so, rather than "unknown scheme".
-const NOT_YET_SUPPORTED: [&str; 2] = ["redis-sentinel", "redis-cluster"];
+/// The `redis_url` schemes the Redis backend connects with: TCP, TLS, a Unix socket
+/// (the redis crate's two spellings), a Sentinel-monitored master and a Redis Cluster.
+pub const REDIS_SCHEMES: [&str; 6] = [
+    "redis",
+    "rediss",
+    "redis+unix",
+    "unix",
+    "redis-sentinel",
+    "redis-cluster",
+];
 
 /// Validates `[store]`.
 ///
@@ -26,6 +29,22 @@ pub fn store(raw: RawStore) -> Result<StoreConfig, Error> {
     }
     if let Some(url) = &raw.redis_url {
         redis_url(url)?;
+        if let Some(ca) = &raw.redis_ca {
+            redis_ca(url, ca, &raw.key_prefix)?;
+        }
+        if url.to_ascii_lowercase().starts_with("redis-cluster://")
+            && (raw.key_prefix.contains('{') || raw.key_prefix.contains('}'))
+        {
+            return Err(Error::invalid(
+                "store.key_prefix",
+                "may not contain '{' or '}' with a Redis Cluster: the keys' hash tags would change",
+            ));
+        }
+    } else if raw.redis_ca.is_some() {
+        return Err(Error::invalid(
+            "store.redis_ca",
+            "is set but store.redis_url is not: it applies to rediss:// URLs only",
+        ));
     } else if raw.backend == Backend::Redis {
         return Err(Error::invalid(
             "store.redis_url",
@@ -36,6 +55,7 @@ pub fn store(raw: RawStore) -> Result<StoreConfig, Error> {
         backend: raw.backend,
         path: raw.path,
         redis_url: Secret::new(raw.redis_url.unwrap_or_default()),
+        redis_ca: raw.redis_ca,
         key_prefix: raw.key_prefix,
         encryption_key: raw
             .encryption_key
@@ -58,23 +78,37 @@ fn redis_url(url: &str) -> Result<(), Error> {
         ));
     };
     let scheme = scheme.to_ascii_lowercase();
-    if NOT_YET_SUPPORTED.contains(&scheme.as_str()) {
-        return Err(Error::invalid(
-            key,
-            format!(
-                "{scheme}:// (Redis Sentinel / Cluster) is not supported yet by this version; supported: {supported}"
-            ),
-        ));
-    }
     if !REDIS_SCHEMES.contains(&scheme.as_str()) {
         return Err(Error::invalid(
             key,
             format!("scheme {scheme:?} is not a Redis scheme; supported: {supported}"),
         ));
     }
-    redis::Client::open(url)
+    crate::store::redis::target::parse(url)
         .map(drop)
-        .map_err(|e| Error::invalid(key, format!("not a usable Redis URL: {e}")))
+        .map_err(|e| Error::invalid(key, e))
+}
+
+/// `store.redis_ca`: a readable PEM file, for a `rediss://` URL.
+fn redis_ca(url: &str, ca: &std::path::Path, prefix: &str) -> Result<(), Error> {
+    let key = "store.redis_ca";
+    if !url.to_ascii_lowercase().starts_with("rediss://") {
+        return Err(Error::invalid(
+            key,
+            "applies to rediss:// URLs only (store.redis_url has no TLS)",
+        ));
+    }
+    let pem = std::fs::read(ca)
+        .map_err(|e| Error::invalid(key, format!("cannot read {}: {}", ca.display(), e.kind())))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(Error::invalid(
+            key,
+            format!("{} holds no PEM certificate", ca.display()),
+        ));
+    }
+    crate::store::RedisStore::open_with_ca(url, prefix, Some(&pem))
+        .map(drop)
+        .map_err(|e| Error::invalid(key, format!("{}: {e}", ca.display())))
 }
 
 #[cfg(test)]
@@ -103,14 +137,41 @@ mod tests {
         for ha in [
             "redis-sentinel://h:26379#mymaster",
             "redis-cluster://h:7000",
+            "rediss://h:6380",
         ] {
-            let e = message(ha);
-            assert!(e.contains("not supported yet"), "{e}");
+            assert!(redis_url(ha).is_ok(), "{ha}");
         }
+        let e = message("redis-sentinel://h:26379");
+        assert!(
+            e.starts_with("store.redis_url:") && e.contains("'#'"),
+            "{e}"
+        );
         let e = message("redis://:s3cret@[::1");
         assert!(
             e.starts_with("store.redis_url:") && !e.contains("s3cret"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_redis_ca_must_be_a_pem_file_for_a_tls_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let message =
+            |url: &str, ca: &std::path::Path| redis_ca(url, ca, "").unwrap_err().to_string();
+        let e = message("redis://h:6379", &missing);
+        assert!(
+            e.starts_with("store.redis_ca:") && e.contains("rediss://"),
+            "{e}"
+        );
+        let e = message("rediss://h:6380", &missing);
+        assert!(
+            e.contains("cannot read") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let e = message("rediss://h:6380", &junk);
+        assert!(e.contains("no PEM certificate"), "{e}");
     }
 }

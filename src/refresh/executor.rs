@@ -302,7 +302,9 @@ fn under_lease(
 ) {
     let now_ms = unix_millis(now);
     cred.saw_stored(stored.as_ref().map_or(0, |s| s.version));
-    let Some(stored) = stored else {
+    // A record of another definition of the app (replaced: another account, say) is
+    // never adopted: the fetch goes ahead and its save replaces it.
+    let Some(stored) = stored.filter(|s| cred.owns(s)) else {
         return;
     };
     let grace = refresher.settings.upstream_grace;
@@ -509,6 +511,8 @@ fn settle_refused_save(
     now: SystemTime,
 ) {
     cred.saw_stored(stored.as_ref().map_or(0, |s| s.version));
+    // Another definition's record: as if none were stored (ours is written over it).
+    let stored = stored.filter(|s| cred.owns(s));
     let action = decide::on_stored(
         Some(token),
         Some(report.base),

@@ -317,7 +317,15 @@ impl Registry {
             }
         };
         let mut known = self.state.lock().await;
-        if revision == known.revision {
+        // No revision while apps are held: every save sets one, so the store lost it.
+        let lost = revision < known.revision || (revision == 0 && !known.definitions.is_empty());
+        if !lost && revision == known.revision {
+            return;
+        }
+        if lost {
+            // The revision went back: the store lost its data (a Redis restarted
+            // empty, a FLUSHALL), not a deliberate removal. Write back what we hold.
+            self.write_back(&mut known).await;
             return;
         }
         let records = match self.store.load_apps().await {
@@ -366,6 +374,32 @@ impl Registry {
             tracing::info!(app = %name, "registry app removed by another instance");
         }
         known.revision = revision;
+    }
+}
+
+impl Registry {
+    /// Stores every definition this instance holds again, after the store lost them
+    /// (its revision went back): apps are not dropped because Redis restarted empty.
+    async fn write_back(&self, known: &mut Known) {
+        tracing::warn!(
+            apps = known.definitions.len(),
+            "the shared store lost the registry (its revision went back): writing back the apps held here"
+        );
+        for (name, definition) in &known.definitions {
+            let record = spec::encode(name, definition, self.sealer.as_ref());
+            let app = StoredApp {
+                name: name.clone(),
+                record,
+            };
+            if let Err(error) = self.store.save_app(&app).await {
+                tracing::warn!(app = %name, %error, "cannot write a registry app back; trying again");
+                return; // the revision is not recorded: the next step retries
+            }
+        }
+        match self.store.apps_revision().await {
+            Ok(revision) => known.revision = revision,
+            Err(error) => tracing::warn!(%error, "cannot read the registry's revision"),
+        }
     }
 }
 

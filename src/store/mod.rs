@@ -6,7 +6,7 @@
 mod embedded;
 mod instrumented;
 mod memory;
-mod redis;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -87,8 +87,20 @@ fn check_config_names_the_bad_key_and_fails() {
             "store.redis_url: scheme \"http\" is not a Redis scheme; supported: redis://, rediss://",
         ),
         (
-            format!("{VALID}\n[store]\nredis_url = \"redis-sentinel://h:26379#m\""),
-            "not supported yet",
+            format!("{VALID}\n[store]\nredis_url = \"redis-sentinel://h:26379\""),
+            "store.redis_url: redis-sentinel:// needs the master's name after '#'",
+        ),
+        (
+            format!(
+                "{VALID}\n[store]\nredis_url = \"redis://h:6379\"\nredis_ca = \"/nonexistent.pem\""
+            ),
+            "store.redis_ca: applies to rediss:// URLs only",
+        ),
+        (
+            format!(
+                "{VALID}\n[store]\nredis_url = \"rediss://h:6380\"\nredis_ca = \"/nonexistent.pem\""
+            ),
+            "store.redis_ca: cannot read /nonexistent.pem",
         ),
         (
             format!("{VALID}\n[store]\npath = \"\""),

@@ -257,6 +257,11 @@ async fn calls_are_forwarded_with_the_current_token_and_a_rejected_token_is_retr
     s.sim
         .fault("/cgi-bin/menu/get", 20, json!({"errcode": 40001}))
         .await;
+    // The shared refresh answers after 1.5 s, so that every first attempt meets one of
+    // the 20 faults before any retry is made (a busy machine spreads the 20 out).
+    s.sim
+        .fault("/cgi-bin/token", 1, json!({"delay_ms": 1500}))
+        .await;
     let replies = futures_util::future::join_all((0..20).map(|_| menu(&s, &token))).await;
     for reply in &replies {
         assert!(

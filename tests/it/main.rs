@@ -24,6 +24,7 @@ mod openapi;
 mod platforms;
 mod proxies;
 mod quota;
+mod redis_ha;
 mod refresh;
 mod registry;
 mod reload;

@@ -263,7 +263,35 @@ async fn a_registered_app_is_served_kept_across_a_restart_and_removed_with_its_t
 #[tokio::test]
 async fn a_changed_definition_replaces_the_apps_tokens() {
     let sim = sim().await;
-    let server = TestApp::spawn_with(sim.clone(), &config(&sim, "backend = \"memory\"")).await;
+    let store = "backend = \"memory\"".to_owned();
+    changed_definition(&sim, &store).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_changed_definition_never_serves_the_old_accounts_token() {
+    let redis = RedisServer::start().await;
+    let sim = sim().await;
+    let store = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\nencryption_key = \"{KEY}\"",
+        redis.url()
+    );
+    changed_definition(&sim, &store).await;
+    // Restarted: still the new account's token, from Redis.
+    let server = TestApp::start(sim.clone(), &config(&sim, &store)).await;
+    let new = served(&server, "brand", "access_token", Duration::from_secs(5)).await;
+    assert_eq!(
+        redis
+            .cli(&["HGET", "wts:meta:brand:access_token", "value"])
+            .await,
+        new
+    );
+}
+
+/// Registers `brand` for one account, then for another under the same name: the
+/// second's token is fetched, the first's never served again.
+async fn changed_definition(sim: &TestSim, store: &str) {
+    let sim = sim.clone();
+    let server = TestApp::spawn_with(sim.clone(), &config(&sim, store)).await;
     let (status, _) = put(
         &server,
         "brand",
@@ -289,12 +317,17 @@ async fn a_changed_definition_replaces_the_apps_tokens() {
         "a token of the old account is never served for the new one"
     );
     assert!(sim.token_valid(&new).await);
+    assert!(
+        sim.issued("/cgi-bin/token").await >= 3,
+        "shop, brand, and brand again"
+    );
     assert_eq!(
         get(&server, "/v1/tokens/brand/jsapi_ticket").await.0,
         StatusCode::NOT_FOUND
     );
     // The config app was served all along.
     assert!(token(&server, "shop", "access_token").await.is_some());
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -633,4 +666,33 @@ async fn registering_and_removing_apps_never_interrupts_serving_the_others() {
     assert!(served > 0);
     let (_, list) = get(&server, "/v1/apps").await;
     assert_eq!(list["apps"].as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
+async fn a_redis_restarted_empty_gets_the_registry_written_back() {
+    let redis = RedisServer::start().await;
+    let sim = sim().await;
+    let store = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\nencryption_key = \"{KEY}\"",
+        redis.url()
+    );
+    let server = TestApp::spawn_with(sim.clone(), &config(&sim, &store)).await;
+    let (status, _) = put(
+        &server,
+        "brand",
+        &definition(&sim, "wxbrand", "brand-secret", &[]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    served(&server, "brand", "access_token", Duration::from_secs(5)).await;
+    redis.cli(&["FLUSHALL"]).await;
+    wait_until(
+        "the registry is written back",
+        Duration::from_secs(10),
+        || async { redis.cli(&["HEXISTS", "wts:apps", "brand"]).await == "1" },
+    )
+    .await;
+    // Not taken for a removal: still served, still listed.
+    assert!(token(&server, "brand", "access_token").await.is_some());
+    assert_eq!(get(&server, "/v1/apps/brand").await.0, StatusCode::OK);
 }

@@ -7,7 +7,7 @@ use wechat_token_server::store::{
     EmbeddedStore, MemoryStore, RedisStore, SaveOutcome, StoredApp, StoredToken, TokenStore,
 };
 
-use crate::redis_server::RedisServer;
+use crate::redis_server::{RedisCluster, RedisServer, SentinelSet, TlsRedis};
 
 fn token(app: &str, name: &str, value: &str, version: u64) -> StoredToken {
     let now = wechat_token_server::domain::unix_millis(std::time::SystemTime::now());
@@ -276,6 +276,52 @@ async fn redis_store_passes_the_contract() {
 }
 
 #[tokio::test]
+async fn redis_over_tls_passes_the_contract() {
+    let redis = TlsRedis::start().await;
+    let ca = std::fs::read(&redis.ca).unwrap();
+    store_contract(&RedisStore::open_with_ca(&redis.url(), "", Some(&ca)).unwrap()).await;
+    // A certificate of another CA is refused, by name, and nothing is written.
+    let other = tempfile::tempdir().unwrap();
+    let (wrong_ca, _, _) = crate::redis_server::make_certs(other.path(), "other");
+    let wrong = std::fs::read(wrong_ca).unwrap();
+    let store = RedisStore::open_with_ca(&redis.url(), "x:", Some(&wrong)).unwrap();
+    let error = store.ping().await.unwrap_err().to_string();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    // Without the CA, the system's roots do not know the test CA either.
+    let store = RedisStore::open(&redis.url(), "y:").unwrap();
+    assert!(store.ping().await.is_err());
+}
+
+#[tokio::test]
+async fn redis_through_sentinel_passes_the_contract() {
+    let set = SentinelSet::start().await;
+    store_contract(&RedisStore::open(&set.url(), "").unwrap()).await;
+    // It wrote to the master, with the seed's plain keys.
+    assert_eq!(set.master.cli(&["GET", "access_token"]).await, "A3");
+}
+
+#[tokio::test]
+async fn redis_cluster_passes_the_contract() {
+    let cluster = RedisCluster::start().await;
+    store_contract(&RedisStore::open(&cluster.url(), "").unwrap()).await;
+    store_contract(&RedisStore::open(&cluster.url(), "other:").unwrap()).await;
+    // Each token's keys carry its hash tag; no plain keys are written.
+    let record = cluster
+        .cli(&["HGET", "wts:meta:{default:access_token}", "value"])
+        .await;
+    assert_eq!(record, "A3");
+    assert_eq!(cluster.cli(&["EXISTS", "access_token"]).await, "0");
+    // The records are spread over the nodes, and a full read found them all.
+    let mut holding = 0;
+    for node in &cluster.nodes {
+        if node.cli(&["DBSIZE"]).await != "0" {
+            holding += 1;
+        }
+    }
+    assert!(holding >= 2, "only {holding} node holds keys");
+}
+
+#[tokio::test]
 async fn embedded_store_survives_reopening_and_skips_corrupt_files() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -307,7 +353,29 @@ fn embedded_store_refuses_a_folder_it_cannot_create() {
 #[tokio::test]
 async fn the_redis_change_log_names_only_what_changed_since_a_revision() {
     let redis = RedisServer::start().await;
+    change_log(&RedisStore::open(&redis.url(), "").unwrap()).await;
+    // A Redis that lost its data goes back in revision: the caller reads everything.
+    let (later, _) = RedisStore::open(&redis.url(), "")
+        .unwrap()
+        .changes_since(0)
+        .await
+        .unwrap()
+        .unwrap();
+    redis.cli(&["FLUSHALL"]).await;
     let store = RedisStore::open(&redis.url(), "").unwrap();
+    let (after_flush, _) = store.changes_since(later).await.unwrap().unwrap();
+    assert!(after_flush < later);
+}
+
+/// In cluster mode the log is written beside each token's script, not in it: it must
+/// name the same changes.
+#[tokio::test]
+async fn the_redis_cluster_change_log_names_only_what_changed_since_a_revision() {
+    let cluster = RedisCluster::start().await;
+    change_log(&RedisStore::open(&cluster.url(), "").unwrap()).await;
+}
+
+async fn change_log(store: &RedisStore) {
     for app in ["a", "b", "c"] {
         store
             .save(&token(app, "access_token", "V1", 1))
@@ -329,10 +397,14 @@ async fn the_redis_change_log_names_only_what_changed_since_a_revision() {
     let mut changed: Vec<String> = changed.iter().map(ToString::to_string).collect();
     changed.sort();
     assert_eq!(changed, ["b/access_token", "c/access_token"]);
-    // A Redis that lost its data goes back in revision: the caller reads everything.
-    redis.cli(&["FLUSHALL"]).await;
-    let (after_flush, _) = store.changes_since(later).await.unwrap().unwrap();
-    assert!(after_flush < later);
+    // A mark already set, or a save refused, changes nothing.
+    store.mark_pending(&key_c, 9).await.unwrap();
+    store
+        .save(&token("b", "access_token", "OLD", 1))
+        .await
+        .unwrap();
+    let (same, none) = store.changes_since(later).await.unwrap().unwrap();
+    assert_eq!((same, none.len()), (later, 0));
 }
 
 #[tokio::test]
