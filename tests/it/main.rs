@@ -1,6 +1,7 @@
 //! One integration-test binary (one link step), one module per feature.
 
 mod apps;
+mod certs;
 mod helpers;
 mod process;
 mod prom;

@@ -282,7 +282,7 @@ async fn redis_over_tls_passes_the_contract() {
     store_contract(&RedisStore::open_with_ca(&redis.url(), "", Some(&ca)).unwrap()).await;
     // A certificate of another CA is refused, by name, and nothing is written.
     let other = tempfile::tempdir().unwrap();
-    let (wrong_ca, _, _) = crate::redis_server::make_certs(other.path(), "other");
+    let (wrong_ca, _, _) = crate::certs::make_certs(other.path(), "other");
     let wrong = std::fs::read(wrong_ca).unwrap();
     let store = RedisStore::open_with_ca(&redis.url(), "x:", Some(&wrong)).unwrap();
     let error = store.ping().await.unwrap_err().to_string();

@@ -22,76 +22,14 @@ struct Certs {
     files: TlsFiles,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Certs {
     /// Files named `NAME-*.pem` in `dir`.
     fn new(dir: &Path, name: &str) -> Self {
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let (ca_key, ca) = (format!("{name}-ca.key"), format!("{name}-ca.pem"));
-        let (key, csr, cert) = (
-            format!("{name}-key.pem"),
-            format!("{name}.csr"),
-            format!("{name}-cert.pem"),
-        );
-        let ext = format!("{name}.ext");
-        std::fs::write(
-            dir.join(&ext),
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        )
-        .unwrap();
-        let mut req = vec!["req", "-x509", "-days", "2", "-subj", "/CN=wts test CA"];
-        req.extend(ec);
-        req.extend(["-keyout", &ca_key, "-out", &ca]);
-        openssl(dir, &req);
-        let mut req = vec!["req", "-subj", "/CN=localhost"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr]);
-        openssl(dir, &req);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-days",
-                "1",
-                "-in",
-                &csr,
-                "-CA",
-                &ca,
-                "-CAkey",
-                &ca_key,
-                "-CAcreateserial",
-                "-extfile",
-                &ext,
-                "-out",
-                &cert,
-            ],
-        );
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join(&ca)).unwrap()).unwrap();
+        let (ca, cert, key) = crate::certs::make_certs(dir, name);
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
         Self {
             ca,
-            files: TlsFiles {
-                cert: dir.join(cert),
-                key: dir.join(key),
-            },
+            files: TlsFiles { cert, key },
         }
     }
 }

@@ -469,6 +469,30 @@ impl RedisStore {
         Ok(records)
     }
 
+    /// Runs the mark or clear script on `key`'s pending mark, and logs the change when
+    /// the script answers `changed` (it changed the record).
+    async fn pending_script(
+        &self,
+        script: &Script,
+        key: &CredentialKey,
+        since_ms: u64,
+        changed: i64,
+    ) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let mut invocation = script.key(self.keys.meta(key));
+        self.extra_keys(&mut invocation, key, false);
+        let answer: i64 = invocation
+            .arg(since_ms)
+            .arg(self.keys.channel())
+            .arg(Keys::member(key))
+            .invoke_async(&mut conn)
+            .await?;
+        if answer == changed {
+            self.log_change(key).await?;
+        }
+        Ok(())
+    }
+
     fn parse_record(
         &self,
         meta_key: &str,
@@ -706,35 +730,12 @@ impl TokenStore for RedisStore {
     }
 
     async fn mark_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.mark.key(self.keys.meta(key));
-        self.extra_keys(&mut invocation, key, false);
-        let marked: i64 = invocation
-            .arg(since_ms)
-            .arg(self.keys.channel())
-            .arg(Keys::member(key))
-            .invoke_async(&mut conn)
-            .await?;
-        if marked == 2 {
-            self.log_change(key).await?;
-        }
-        Ok(())
+        // 2: a mark was set (1: one was set already, 0: no stored token).
+        self.pending_script(&self.mark, key, since_ms, 2).await
     }
 
     async fn clear_pending(&self, key: &CredentialKey, since_ms: u64) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.clear.key(self.keys.meta(key));
-        self.extra_keys(&mut invocation, key, false);
-        let cleared: i64 = invocation
-            .arg(since_ms)
-            .arg(self.keys.channel())
-            .arg(Keys::member(key))
-            .invoke_async(&mut conn)
-            .await?;
-        if cleared == 1 {
-            self.log_change(key).await?;
-        }
-        Ok(())
+        self.pending_script(&self.clear, key, since_ms, 1).await
     }
 
     fn is_shared(&self) -> bool {
