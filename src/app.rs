@@ -100,12 +100,23 @@ impl App {
             crate::gateway::Gateway::new(config.gateway)
                 .context("cannot initialise the gateway's HTTP client")?,
         );
+        let platforms = Arc::new(crate::component::Platforms::new(
+            refresher.clone(),
+            registry.clone(),
+            crate::component::api::ComponentApi::new(config.refresh.upstream_timeout)
+                .context("cannot initialise the Open Platform's HTTP client")?,
+        ));
+        // Authorizers' rotated refresh tokens are saved in their registry records.
+        refresher.set_held_store(
+            Arc::downgrade(&platforms) as std::sync::Weak<dyn crate::refresh::HeldStore>
+        );
         let state = AppState::new(
             refresher.clone(),
             auth,
             registry.clone(),
             reloader.clone(),
             gateway,
+            platforms,
         );
         Ok(Self {
             listener,
@@ -172,6 +183,9 @@ impl App {
         let tasks = CancellationToken::new();
         self.refresher.spawn(&tracker, &tasks);
         self.registry.spawn_follow(&tracker, &tasks);
+        // Platforms with no verify ticket stored ask WeChat to push one now rather
+        // than wait up to ten minutes.
+        self.refresher.request_missing_pushes();
         if self.reload_on_sighup {
             self.reloader.spawn_on_sighup(&tracker, &tasks);
         }

@@ -24,6 +24,9 @@
 //!   body limit, connection bound, panic guard, shutdown deadline).
 //! - [`gateway`]: forwarding WeChat API calls with the current token, one retry after
 //!   a rejected token; the facade (WeChat's token endpoints) is in [`http`].
+//! - [`component`]: the Open Platform (第三方平台): authorisation events, authorizers;
+//!   [`wxcrypt`]: WeChat's message signature and encryption.
+//! - [`held`]: values an app holds between refreshes (an authorizer's refresh token).
 //! - [`jssdk`]: JS-SDK signatures.
 //! - [`wxcrypt`]: WeChat's message encryption (Open Platform events): sign, seal, open.
 //! - [`metrics`]: every metric name and label, and the Prometheus rendering.
@@ -35,11 +38,13 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod component;
 pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod gateway;
 pub mod healthcheck;
+pub mod held;
 pub mod http;
 pub mod jssdk;
 pub mod log_limit;

@@ -131,6 +131,7 @@ impl Reloader {
         };
         self.registry
             .set_config_apps(new.apps.iter().map(|a| a.name.clone()).collect());
+        self.registry.set_components(&new);
         // Who may call changes first: a removed client must not keep a removed app's
         // access while the apps change.
         self.auth.store(Arc::new(Auth::from_config(&new)));

@@ -2,6 +2,7 @@
 //! checked and turned into a typed [`Config`] whose errors name the offending key.
 
 mod clients;
+pub mod component;
 mod env;
 mod masked;
 mod presets;
@@ -347,6 +348,15 @@ impl Config {
             return Err(Error::invalid(
                 "sources",
                 "no token is configured: add [apps.NAME] or [sources.access_token] (see wechat-token-server.example.toml)",
+            ));
+        }
+        if let Some(platform) = apps.iter().find(|a| a.component.is_some())
+            && store.backend == Backend::Redis
+            && store.encryption_key.is_none()
+        {
+            return Err(Error::invalid(
+                format!("apps.{}", platform.name),
+                "an Open Platform app keeps its authorizers' refresh tokens in the shared store, only sealed: set store.encryption_key (32 bytes, e.g. openssl rand -hex 32) on every instance",
             ));
         }
         let clients = clients::parse_clients(raw.clients, &apps, &request_secret)?;

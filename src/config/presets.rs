@@ -29,7 +29,14 @@ pub const TOKEN_NAMES: [&str; 4] = [
 ];
 
 /// Keys of an `[apps.NAME]` table that hold secrets: never shown, sealed at rest.
-pub const SECRET_KEYS: [&str; 2] = ["secret", "corpsecret"];
+pub const SECRET_KEYS: [&str; 6] = [
+    "secret",
+    "corpsecret",
+    "component_appsecret",
+    "encoding_aes_key",
+    "refresh_token",
+    "previous_refresh_token",
+];
 
 /// Which WeChat platform a preset app is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,6 +45,9 @@ pub enum Platform {
     Mp,
     /// A WeCom (企业微信) app.
     Wecom,
+    /// An Open Platform (第三方平台) app: its own tokens are the component's; its
+    /// authorizers are `Mp` apps.
+    Component,
 }
 
 impl Platform {
@@ -45,6 +55,7 @@ impl Platform {
         match self {
             Platform::Mp => "mp",
             Platform::Wecom => "wecom",
+            Platform::Component => "component",
         }
     }
 }
@@ -62,7 +73,7 @@ pub struct Preset {
 /// `api_base` as written: one URL or an ordered list.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum RawBases {
+pub(super) enum RawBases {
     One(String),
     Many(Vec<String>),
 }
@@ -137,13 +148,10 @@ pub fn preset_app(name: &str, mut table: toml::Table) -> Result<AppConfig, Error
                 serde_path_to_error::deserialize(value).map_err(|e| serde_error(&key, e))?;
             wecom(name, &key, raw)
         }
-        "component" => Err(Error::invalid(
-            format!("{key}.platform"),
-            "platform \"component\" (Open Platform) is not supported yet; use \"mp\" or \"wecom\", or [sources] for other token APIs",
-        )),
+        "component" => super::component::component_app(name, &key, value),
         other => Err(Error::invalid(
             format!("{key}.platform"),
-            format!("unknown platform {other:?}: expected \"mp\" or \"wecom\""),
+            format!("unknown platform {other:?}: expected \"mp\", \"wecom\" or \"component\""),
         )),
     }
 }
@@ -273,7 +281,7 @@ fn required(key: &str, field: &str, value: &str) -> Result<(), Error> {
 
 /// Checks `tickets` against the platform's list; returns them deduplicated, as the
 /// `'static` names of `allowed`.
-fn tickets(
+pub(super) fn tickets(
     key: &str,
     given: Vec<String>,
     allowed: &[&'static str],
@@ -294,7 +302,7 @@ fn tickets(
 }
 
 /// The API hosts in fallback order, without a trailing `/`.
-fn bases(key: &str, raw: Option<RawBases>, default: &str) -> Result<Vec<String>, Error> {
+pub(super) fn bases(key: &str, raw: Option<RawBases>, default: &str) -> Result<Vec<String>, Error> {
     let list = match raw {
         None => vec![default.to_owned()],
         Some(RawBases::One(one)) => vec![one],
@@ -321,7 +329,7 @@ fn bases(key: &str, raw: Option<RawBases>, default: &str) -> Result<Vec<String>,
         .collect()
 }
 
-fn urls(key: &str, bases: &[String], path: &str) -> Result<Vec<Url>, Error> {
+pub(super) fn urls(key: &str, bases: &[String], path: &str) -> Result<Vec<Url>, Error> {
     bases
         .iter()
         .map(|base| parse_url(&format!("{key}.api_base"), &format!("{base}{path}")))
@@ -352,11 +360,13 @@ fn source(
         forced: None,
         probe_urls: Vec::new(),
         replaces_previous: true,
+        pushed: false,
+        rotates: None,
     })
 }
 
 /// A ticket source: `access_token={{access_token}}` (and `type=...`), reply field `ticket`.
-fn ticket_source(
+pub(super) fn ticket_source(
     key: &str,
     bases: &[String],
     name: &str,

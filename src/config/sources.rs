@@ -1,12 +1,14 @@
 //! Token sources: how one token is fetched, and the dependency order within an app.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use reqwest::Url;
 
 use super::Error;
 use super::raw::{Method, RawSource};
 use crate::domain::is_valid_name;
+use crate::held::HeldValue;
 use crate::upstream::template::Template;
 
 /// One app (an Official Account, a WeCom app, the seed's `default`) and its tokens.
@@ -22,11 +24,24 @@ pub struct AppConfig {
     /// tokens so that a token of an earlier definition is never served for a later
     /// one. `None` for the config file's apps.
     pub generation: Option<String>,
+    /// Secrets kept for the app that its sources refer to by name and WeChat may
+    /// rotate (an authorizer's refresh token); see [`crate::held`].
+    pub held: Vec<Arc<HeldValue>>,
+    /// An Open Platform app (`platform = "component"`): what its event endpoint and
+    /// authorizers need.
+    pub component: Option<Arc<super::component::ComponentConfig>>,
+    /// An authorizer of an Open Platform app: that app's name.
+    pub authorizer_of: Option<String>,
 }
 
 impl AppConfig {
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// The held value `name`.
+    pub fn held(&self, name: &str) -> Option<&Arc<HeldValue>> {
+        self.held.iter().find(|h| h.name() == name)
     }
 }
 
@@ -61,6 +76,13 @@ pub struct SourceConfig {
     /// for stable_token's normal mode, which returns the current token. Only calls
     /// that replace need the unknown-outcome and cluster rules of `refresh::decide`.
     pub replaces_previous: bool,
+    /// Pushed by WeChat, never fetched (the Open Platform's `component_verify_ticket`):
+    /// the value arrives at the event endpoint; `urls` and `body` ask WeChat to push
+    /// one now (`api_start_push_ticket`) when none is held.
+    pub pushed: bool,
+    /// The held value (see [`AppConfig::held`]) that a reply may rotate: the reply
+    /// field of that name carries its new value (`authorizer_refresh_token`).
+    pub rotates: Option<String>,
 }
 
 /// How to make a *forced* stable_token call, and how to check first that it is needed.
@@ -159,6 +181,8 @@ fn parse_source(key: &str, name: String, raw: RawSource) -> Result<SourceConfig,
         forced: None,
         probe_urls: probe_urls_for(&url),
         replaces_previous: true,
+        pushed: false,
+        rotates: None,
         urls: vec![url],
     })
 }
@@ -223,6 +247,12 @@ fn body_references(value: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
+/// Is `dep` a token of another app (`app:name`), as an authorizer's reference to its
+/// platform's `component_access_token`? Those are resolved when the call is made.
+pub fn is_external(dep: &str) -> bool {
+    dep.contains(':')
+}
+
 /// Checks references and sorts the sources so that each comes after its dependencies.
 /// `section` is the config table the sources came from, for error messages.
 pub fn order_app(app: &str, section: &str, sources: Vec<SourceConfig>) -> Result<AppConfig, Error> {
@@ -232,7 +262,7 @@ pub fn order_app(app: &str, section: &str, sources: Vec<SourceConfig>) -> Result
         .map(|(i, s)| (s.name.as_str(), i))
         .collect();
     for source in &sources {
-        for dep in &source.deps {
+        for dep in source.deps.iter().filter(|d| !is_external(d)) {
             if !index.contains_key(dep.as_str()) {
                 return Err(Error::invalid(
                     format!("{section}.{}", source.name),
@@ -277,7 +307,7 @@ pub fn order_app(app: &str, section: &str, sources: Vec<SourceConfig>) -> Result
         }
         marks[i] = Mark::OnPath;
         path.push(i);
-        for dep in &sources[i].deps {
+        for dep in sources[i].deps.iter().filter(|d| !is_external(d)) {
             visit(index[dep.as_str()], sources, index, marks, path, order)?;
         }
         path.pop();
@@ -302,5 +332,8 @@ pub fn order_app(app: &str, section: &str, sources: Vec<SourceConfig>) -> Result
         generation: None,
         sources,
         preset: None,
+        held: Vec::new(),
+        component: None,
+        authorizer_of: None,
     })
 }

@@ -405,7 +405,7 @@ fn preset_errors_name_their_key() {
         ),
         (
             PRESETS.replace("platform = \"wecom\"", "platform = \"component\""),
-            "apps.office.platform",
+            "apps.office.agentid",
         ),
         (
             PRESETS.replace("platform = \"wecom\"", "platform = \"qq\""),
@@ -432,9 +432,10 @@ fn preset_errors_name_their_key() {
         let e = err(&text);
         assert!(e.starts_with(&format!("{key}:")), "expected {key}: got {e}");
     }
+    // A WeCom table under the Open Platform: its first foreign key is named.
     assert!(
         err(&PRESETS.replace("platform = \"wecom\"", "platform = \"component\""))
-            .contains("not supported yet")
+            .starts_with("apps.office.agentid: unknown field")
     );
 }
 

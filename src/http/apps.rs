@@ -25,7 +25,7 @@ const ROUTE_RELOAD: &str = "/v1/reload";
 const DEFAULT_PAGE: usize = 100;
 
 /// Checks the caller may manage the registry.
-fn admin(
+pub(super) fn admin(
     state: &AppState,
     route: &'static str,
     headers: &HeaderMap,
@@ -51,7 +51,7 @@ fn admin(
         .map_err(|refusal| denied(Denied::Refused(refusal)))
 }
 
-fn app_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(super) fn app_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(name) = path.map_err(|e| ApiError::v1(Code::BadRequest, e.body_text()))?;
     if is_valid_name(&name) {
         Ok(name)
@@ -65,7 +65,7 @@ fn app_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErro
     }
 }
 
-fn registry_error(error: registry::Error) -> ApiError {
+pub(super) fn registry_error(error: registry::Error) -> ApiError {
     match error {
         registry::Error::Invalid(message) => ApiError::v1(Code::BadRequest, message),
         registry::Error::Conflict(message) => ApiError::v1(Code::Conflict, message),

@@ -113,7 +113,7 @@ fn authorize(
     action: Action,
 ) -> Result<WxApp, WxError> {
     let (unknown, wrong) = match platform {
-        Platform::Mp => (BAD_APPID, BAD_SECRET),
+        Platform::Mp | Platform::Component => (BAD_APPID, BAD_SECRET),
         Platform::Wecom => (BAD_CORPID, BAD_CORPSECRET),
     };
     let app = state

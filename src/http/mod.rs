@@ -13,6 +13,7 @@
 
 mod apps;
 mod caller;
+mod components;
 pub mod error;
 mod facade;
 mod gateway;
@@ -31,7 +32,7 @@ use axum::Router;
 use axum::handler::Handler;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, any, get, post};
+use axum::routing::{MethodRouter, any, get, post, put};
 
 use crate::auth::Auth;
 use crate::log_limit::LogLimiter;
@@ -64,6 +65,8 @@ pub struct Shared {
     pub wxapps: wxapps::WxApps,
     /// Forwards WeChat API calls.
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// The Open Platform apps: events, authorizers.
+    pub platforms: Arc<crate::component::Platforms>,
 }
 
 impl std::ops::Deref for AppState {
@@ -81,6 +84,7 @@ impl AppState {
         registry: Arc<Registry>,
         reloader: Arc<Reloader>,
         gateway: Arc<crate::gateway::Gateway>,
+        platforms: Arc<crate::component::Platforms>,
     ) -> Self {
         let catalog = refresher.snapshot();
         let names: Vec<&str> = catalog
@@ -105,13 +109,14 @@ impl AppState {
             refusals: LogLimiter::default(),
             wxapps: wxapps::WxApps::default(),
             gateway,
+            platforms,
         }))
     }
 }
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    let routes: [(&'static str, MethodRouter<AppState>); 31] = [
+    let routes: [(&'static str, MethodRouter<AppState>); 36] = [
         ("/wechat/token", get(legacy::get_token)),
         ("/wechat/token/forcerefresh", get(legacy::force_refresh)),
         ("/v1/tokens/{app}/{name}", get(v1::get_token)),
@@ -125,6 +130,20 @@ pub fn router(state: AppState) -> Router {
             "/v1/apps/{app}",
             get(apps::get).put(apps::put).delete(apps::delete),
         ),
+        ("/wechat/component/{app}/events", post(components::events)),
+        (
+            "/v1/components/{app}/preauthcode",
+            post(components::preauthcode),
+        ),
+        (
+            "/v1/components/{app}/authorizers",
+            get(components::authorizers),
+        ),
+        (
+            "/v1/components/{app}/authorizers/{appid}",
+            put(components::put_authorizer).delete(components::delete_authorizer),
+        ),
+        ("/v1/components/{app}/sync", post(components::sync)),
         ("/", get(status_page::index)),
         ("/healthz", get(health::healthz)),
         ("/readyz", get(health::readyz)),

@@ -23,6 +23,12 @@ pub trait TokenApi: Send + Sync + 'static {
 
     /// Does WeChat accept `access_token` now? Asked of `urls` in turn.
     async fn probe(&self, urls: &[Url], access_token: &str) -> Result<bool, upstream::Error>;
+
+    /// Asks WeChat to push a pushed source's value now (`api_start_push_ticket`);
+    /// the value arrives later at the event endpoint.
+    async fn request_push(&self, _source: &SourceConfig) -> Result<(), upstream::Error> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -42,5 +48,9 @@ impl TokenApi for Upstream {
 
     async fn probe(&self, urls: &[Url], access_token: &str) -> Result<bool, upstream::Error> {
         self.probe_token(urls, access_token).await
+    }
+
+    async fn request_push(&self, source: &SourceConfig) -> Result<(), upstream::Error> {
+        self.request(source).await
     }
 }

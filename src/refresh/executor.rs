@@ -16,6 +16,7 @@ use super::error::RefreshError;
 use super::flight::{Decision, FlightState, Reply};
 use super::lease::{self, Acquired};
 use super::quota::Spend;
+use super::rotate::{REFRESH_TOKEN_INVALID, TICKET_REJECTED};
 use super::stable::PROBE_REUSE;
 use super::token::trust_bound;
 use super::{Credential, Refresher, Token, Trigger};
@@ -401,6 +402,14 @@ async fn call(
     // there): a record stored after it may hold a token issued after ours.
     report.base = cred.stored_version();
     let result = fetch_with_deps(refresher, cred, trigger, forced).await;
+    if let Ok(Fetched {
+        rotated: Some(new), ..
+    }) = &result
+    {
+        // Stored before the token is served, so the old value is let go only once
+        // the new one is kept (see `rotate.rs`).
+        refresher.rotate_held(cred, new).await;
+    }
     let result = result.and_then(|fetched| lifetime_of(refresher, cred, fetched, started));
     let now = refresher.clock.now();
     refresher.metrics.refresh(
@@ -545,7 +554,9 @@ fn settle_refused_save(
 }
 
 /// Fetches the token, first making sure the tokens its source refers to are live; when
-/// WeChat rejects the access_token sent, gets a newer one and retries once.
+/// WeChat rejects the access_token sent, gets a newer one and retries once. A pushed
+/// value that is missing or refused is asked for again (see `pushed.rs`); a held value
+/// that WeChat refuses is replaced by the stored or previous one, once (`rotate.rs`).
 async fn fetch_with_deps(
     refresher: &Arc<Refresher>,
     cred: &Arc<Credential>,
@@ -553,45 +564,111 @@ async fn fetch_with_deps(
     forced: bool,
 ) -> Result<Fetched, RefreshError> {
     let now = refresher.clock.now();
-    let mut deps: Vec<(Arc<Credential>, Arc<Token>)> = Vec::with_capacity(cred.source.deps.len());
-    for name in &cred.source.deps {
-        let dep = refresher
-            .credential(&cred.key.app, name)
-            .expect("config validation guarantees every dependency exists")
-            .clone();
+    let mut deps: Vec<Dep> = Vec::with_capacity(cred.source.deps.len());
+    for reference in &cred.source.deps {
+        let (app, name) = reference
+            .split_once(':')
+            .unwrap_or((cred.key.app.as_str(), reference.as_str()));
+        // A token of another app may be gone (a platform removed from the config).
+        let missing = || RefreshError::Upstream(upstream::Error::Dependency(reference.clone()));
+        let dep = refresher.credential(app, name).ok_or_else(missing)?;
         let token = match dep.live_token(now) {
             Some(token) => token,
+            None if dep.source.pushed => {
+                refresher.request_push(&dep).await;
+                return Err(missing());
+            }
             None => refresher.ask(&dep, Trigger::Dependency, None).await?.0,
         };
-        deps.push((dep, token));
+        deps.push(Dep {
+            reference: reference.clone(),
+            cred: dep,
+            token,
+        });
     }
+    let held = held_values(refresher, cred);
     let mut result = refresher
-        .call_upstream(cred, trigger, forced, &lookup(&deps))
+        .call_upstream(cred, trigger, forced, &lookup(&deps, &held))
         .await;
+    let errcode = |result: &Result<Fetched, RefreshError>| match result {
+        Err(RefreshError::Upstream(e)) => e.errcode(),
+        _ => None,
+    };
+    if let Some(code) = errcode(&result)
+        && TICKET_REJECTED.contains(&code)
+    {
+        // The pushed value is no longer accepted: WeChat is asked for a newer one.
+        for dep in deps.iter().filter(|d| d.cred.source.pushed) {
+            refresher.request_push(&dep.cred).await;
+        }
+    }
+    if errcode(&result) == Some(REFRESH_TOKEN_INVALID)
+        && refresher.recover_held(cred).await.is_some()
+    {
+        let held = held_values(refresher, cred);
+        result = refresher
+            .call_upstream(cred, trigger, forced, &lookup(&deps, &held))
+            .await;
+    }
     if matches!(&result, Err(RefreshError::Upstream(e)) if e.is_token_rejected())
-        && !deps.is_empty()
+        && deps.iter().any(|d| !d.cred.source.pushed)
     {
         // WeChat rejected the access_token we sent: get a newer one (single-flight,
         // and no call at all if another refresh already replaced it), then retry once.
         tracing::info!(key = %cred.key, "dependency token rejected by WeChat; refreshing it");
-        for (dep, token) in &mut deps {
-            *token = refresher
-                .ask(dep, Trigger::Dependency, Some(token.value.clone()))
+        for dep in deps.iter_mut().filter(|d| !d.cred.source.pushed) {
+            dep.token = refresher
+                .ask(
+                    &dep.cred,
+                    Trigger::Dependency,
+                    Some(dep.token.value.clone()),
+                )
                 .await?
                 .0;
         }
+        let held = held_values(refresher, cred);
         result = refresher
-            .call_upstream(cred, trigger, forced, &lookup(&deps))
+            .call_upstream(cred, trigger, forced, &lookup(&deps, &held))
             .await;
     }
     result
 }
 
-fn lookup(deps: &[(Arc<Credential>, Arc<Token>)]) -> impl Fn(&str) -> Option<String> + Sync + '_ {
+/// A token a source refers to, as `reference` (`name` or `app:name`) names it.
+struct Dep {
+    reference: String,
+    cred: Arc<Credential>,
+    token: Arc<Token>,
+}
+
+/// The current values of the held values of `cred`'s app, by name.
+fn held_values(refresher: &Refresher, cred: &Credential) -> Vec<(String, Arc<String>)> {
+    refresher
+        .app(&cred.key.app)
+        .map(|entry| {
+            entry
+                .config
+                .held
+                .iter()
+                .map(|h| (h.name().to_owned(), h.current()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn lookup<'a>(
+    deps: &'a [Dep],
+    held: &'a [(String, Arc<String>)],
+) -> impl Fn(&str) -> Option<String> + Sync + 'a {
     move |name| {
         deps.iter()
-            .find(|(cred, _)| cred.key.name == name)
-            .map(|(_, token)| token.value.clone())
+            .find(|d| d.reference == name)
+            .map(|d| d.token.value.clone())
+            .or_else(|| {
+                held.iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str().to_owned())
+            })
     }
 }
 

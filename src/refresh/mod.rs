@@ -34,12 +34,15 @@ pub mod history;
 pub mod issued;
 mod lease;
 mod mailbox;
+mod pushed;
 pub mod quota;
 mod readiness;
+mod rotate;
 mod stable;
 mod sync;
 mod token;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -59,11 +62,13 @@ pub use decide::{backoff, refresh_lead};
 pub use error::RefreshError;
 pub use flight::{Decision, MAX_WAITERS};
 pub use issued::IssuedTokens;
+pub use pushed::{Accepted, PUSHED_LIFETIME, PushError};
 pub use quota::QuotaGuard;
+pub use rotate::{HeldStore, REFRESH_TOKEN_INVALID};
 pub use stable::{FORCED_PER_DAY, FORCED_SPACING};
 
 use crate::config::{AppConfig, Config, RefreshConfig};
-use crate::domain::{from_unix_millis, unix_millis};
+use crate::domain::{CredentialKey, from_unix_millis, unix_millis};
 use crate::metrics::Metrics;
 use crate::store::{StoredToken, TokenStore};
 use flight::{FlightTask, Msg};
@@ -152,6 +157,11 @@ pub struct Refresher {
     calls: tokio::sync::Semaphore,
     /// Access tokens handed out, by value (the facade's tickets, the gateway).
     issued: Arc<IssuedTokens>,
+    /// When WeChat was last asked to push each pushed credential (see `pushed.rs`);
+    /// its lock also makes installing pushed values one at a time.
+    pushes: Mutex<HashMap<CredentialKey, tokio::time::Instant>>,
+    /// Where rotated held values are stored durably (the registry), once set.
+    held_store: OnceLock<std::sync::Weak<dyn HeldStore>>,
 }
 
 /// The tracker that flight tasks run under.
@@ -212,6 +222,8 @@ impl Refresher {
             flights: TaskTracker::new(),
             calls: tokio::sync::Semaphore::new(config.refresh.max_concurrent_calls),
             issued,
+            pushes: Mutex::new(HashMap::new()),
+            held_store: OnceLock::new(),
         }
     }
 
@@ -244,7 +256,7 @@ impl Refresher {
             return;
         };
         let mut tasks = entry.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        for cred in &entry.creds {
+        for cred in entry.creds.iter().filter(|c| !c.source.pushed) {
             if !cred.mailbox.take() {
                 continue; // already running
             }
@@ -451,6 +463,11 @@ impl Refresher {
     pub fn serve(&self, app: &str, name: &str) -> Result<Arc<Token>, LookupError> {
         let catalog = self.catalog();
         let cred = catalog.credential(app, name).ok_or(LookupError::Unknown)?;
+        if cred.source.pushed {
+            // Only this server calls with it: a client holding it could fetch the
+            // component token itself and replace ours.
+            return Err(LookupError::Unknown);
+        }
         cred.live_token(self.clock.now())
             .ok_or(LookupError::NotReady)
     }
@@ -497,6 +514,19 @@ impl Refresher {
         result
     }
 
+    /// The token of `cred` with life left: the one held, or one fetched now (shared
+    /// with any refresh under way), for the server's own calls with it (the Open
+    /// Platform's component API).
+    ///
+    /// # Errors
+    /// See [`RefreshError`].
+    pub async fn obtain(&self, cred: &Credential) -> Result<Arc<Token>, RefreshError> {
+        match cred.live_token(self.clock.now()) {
+            Some(token) => Ok(token),
+            None => Ok(self.ask(cred, Trigger::Dependency, None).await?.0),
+        }
+    }
+
     /// Sends a request to `cred`'s flight task and waits for the answer, at most
     /// [`FORCE_REFRESH_WAIT`].
     async fn ask(
@@ -505,6 +535,12 @@ impl Refresher {
         trigger: Trigger,
         stale: Option<String>,
     ) -> Result<(Arc<Token>, Decision), RefreshError> {
+        if cred.source.pushed {
+            return Err(RefreshError::Task(format!(
+                "{} is pushed by WeChat to the event endpoint; it cannot be refreshed on request",
+                cred.key.name
+            )));
+        }
         let (reply, answer) = oneshot::channel();
         cred.mailbox
             .try_send(Msg::Ask {

@@ -79,6 +79,9 @@ impl Refresher {
             return;
         };
         match self.store.load(key).await {
+            Ok(stored) if cred.source.pushed => {
+                self.adopt_pushed(&cred, stored.as_ref());
+            }
             Ok(stored) => {
                 let _ = cred.mailbox.try_send(Msg::Stored(stored.map(Box::new)));
             }
@@ -107,6 +110,10 @@ impl Refresher {
             stored.into_iter().map(|s| (s.key(), s)).collect();
         for cred in self.snapshot().credentials() {
             let record = records.remove(&cred.key);
+            if cred.source.pushed {
+                self.adopt_pushed(cred, record.as_ref());
+                continue;
+            }
             // A full mailbox means its task is busy; the next full read catches up.
             let _ = cred.mailbox.try_send(Msg::Stored(record.map(Box::new)));
         }

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::refresh::{AppEntry, Origin, Refresher};
+use crate::config::component::ComponentConfig;
+use crate::held::HeldValue;
+use crate::refresh::{AppEntry, HeldStore, Origin, Refresher};
 use crate::store::{self, StoredApp, TokenStore};
 use seal::Sealer;
 
@@ -72,6 +74,8 @@ pub struct Registry {
     needs_key: bool,
     /// Apps of the config file: the registry may not define these names.
     config_apps: std::sync::RwLock<HashSet<String>>,
+    /// The config file's Open Platform apps, which authorizers are built with.
+    components: std::sync::RwLock<HashMap<String, Arc<ComponentConfig>>>,
     /// What this instance holds, changed one request (or follow step) at a time.
     state: tokio::sync::Mutex<Known>,
 }
@@ -94,6 +98,7 @@ impl Registry {
             config_apps: std::sync::RwLock::new(
                 config.apps.iter().map(|a| a.name.clone()).collect(),
             ),
+            components: std::sync::RwLock::new(components_of(config)),
             store,
             refresher,
             state: tokio::sync::Mutex::new(Known::default()),
@@ -116,6 +121,29 @@ impl Registry {
     /// The config file's apps are now `names` (after a reload).
     pub fn set_config_apps(&self, names: HashSet<String>) {
         *self.config_apps.write().unwrap_or_else(|e| e.into_inner()) = names;
+    }
+
+    /// The config file's Open Platform apps are now those of `config` (after a
+    /// reload); authorizers added from now on are built with them.
+    pub fn set_components(&self, config: &Config) {
+        *self.components.write().unwrap_or_else(|e| e.into_inner()) = components_of(config);
+    }
+
+    /// The Open Platform app `name` of the config file.
+    pub fn component(&self, name: &str) -> Option<Arc<ComponentConfig>> {
+        self.components
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn parse(
+        &self,
+        name: &str,
+        definition: &Value,
+    ) -> Result<crate::config::AppConfig, spec::Invalid> {
+        spec::parse(name, definition, &|platform| self.component(platform))
     }
 
     /// Loads the registry from the store and adds its apps (at start-up, before the
@@ -156,7 +184,7 @@ impl Registry {
                 return None;
             }
         };
-        match spec::parse(name, &definition) {
+        match self.parse(name, &definition) {
             Ok(app) => Some((definition, app)),
             Err(problem) => {
                 tracing::error!(app = %name, %problem, "a registry app is no longer valid; it is not served");
@@ -173,7 +201,9 @@ impl Registry {
     /// the config file, or secrets that this store may not keep unsealed;
     /// [`Error::Store`].
     pub async fn put(&self, name: &str, definition: Value) -> Result<(Put, Value), Error> {
-        let app = spec::parse(name, &definition).map_err(|e| Error::Invalid(e.0))?;
+        let app = self
+            .parse(name, &definition)
+            .map_err(|e| Error::Invalid(e.0))?;
         if self.is_config_app(name) {
             return Err(Error::Conflict(format!(
                 "app {name:?} is defined in the config file; change it there"
@@ -191,19 +221,28 @@ impl Registry {
             Some(_) => Put::Replaced,
             None => Put::Created,
         };
+        if put == Put::Replaced
+            && let Some(entry) = self.refresher.app(name)
+            && entry.config.generation == app.generation
+            && !entry.config.held.is_empty()
+        {
+            // Only a held value changed (an authorizer's refresh token imported
+            // again): stored, and used by the running app without a restart.
+            self.save(name, &definition).await?;
+            spec::apply_held(&definition, &entry.config);
+            known
+                .definitions
+                .insert(name.to_owned(), definition.clone());
+            tracing::info!(app = %name, "registry app's refresh token updated");
+            return Ok((put, shown(name, Some(&entry), Some(&definition))));
+        }
         if put != Put::Unchanged {
             // The old app stops first (its flights end), so that it stores nothing
             // after the new definition is in place.
             if let Some(old) = self.refresher.remove_app(name) {
                 old.stop_tasks().await;
             }
-            let record = spec::encode(name, &definition, self.sealer.as_ref());
-            self.store
-                .save_app(&StoredApp {
-                    name: name.to_owned(),
-                    record,
-                })
-                .await?;
+            self.save(name, &definition).await?;
             known
                 .definitions
                 .insert(name.to_owned(), definition.clone());
@@ -344,6 +383,15 @@ impl Registry {
             if known.definitions.get(&record.name) == Some(&definition) {
                 continue;
             }
+            if let Some(entry) = self.refresher.app(&record.name)
+                && entry.config.generation == app.generation
+                && !entry.config.held.is_empty()
+            {
+                // Another instance stored a rotated refresh token: used from now on.
+                spec::apply_held(&definition, &entry.config);
+                known.definitions.insert(record.name.clone(), definition);
+                continue;
+            }
             // Stopped here, not retired: the instance that made the change deletes
             // the old tokens.
             if let Some(old) = self.refresher.remove_app(&record.name) {
@@ -378,6 +426,17 @@ impl Registry {
 }
 
 impl Registry {
+    /// Stores `definition` as the record of `name`.
+    async fn save(&self, name: &str, definition: &Value) -> Result<(), store::Error> {
+        let record = spec::encode(name, definition, self.sealer.as_ref());
+        self.store
+            .save_app(&StoredApp {
+                name: name.to_owned(),
+                record,
+            })
+            .await
+    }
+
     /// Stores every definition this instance holds again, after the store lost them
     /// (its revision went back): apps are not dropped because Redis restarted empty.
     async fn write_back(&self, known: &mut Known) {
@@ -400,6 +459,56 @@ impl Registry {
             Ok(revision) => known.revision = revision,
             Err(error) => tracing::warn!(%error, "cannot read the registry's revision"),
         }
+    }
+}
+
+/// The Open Platform apps of `config`, by name.
+fn components_of(config: &Config) -> HashMap<String, Arc<ComponentConfig>> {
+    config
+        .apps
+        .iter()
+        .filter_map(|a| a.component.clone().map(|c| (a.name.clone(), c)))
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl HeldStore for Registry {
+    async fn store_held(&self, app: &str, held: &HeldValue) -> Result<(), String> {
+        let mut known = self.state.lock().await;
+        let Some(entry) = self.refresher.app(app) else {
+            return Err(format!("app {app:?} is gone"));
+        };
+        let Some(definition) = known.definitions.get(app) else {
+            return Err(format!("app {app:?} is not a registry app"));
+        };
+        debug_assert!(entry.config.held(held.name()).is_some());
+        let updated = spec::with_held(definition, &entry.config);
+        self.save(app, &updated).await.map_err(|e| e.to_string())?;
+        known.definitions.insert(app.to_owned(), updated);
+        Ok(())
+    }
+
+    async fn reload_held(&self, app: &str, _held: &HeldValue) -> bool {
+        let records = match self.store.load_apps().await {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::warn!(%app, %error, "cannot read the registry to recover a refresh token");
+                return false;
+            }
+        };
+        let Some(record) = records.into_iter().find(|r| r.name == app) else {
+            return false;
+        };
+        let Some((definition, _)) = self.read_record(&record) else {
+            return false;
+        };
+        let Some(entry) = self.refresher.app(app) else {
+            return false;
+        };
+        let mut known = self.state.lock().await;
+        let changed = spec::apply_held(&definition, &entry.config);
+        known.definitions.insert(app.to_owned(), definition);
+        changed
     }
 }
 

@@ -6,8 +6,21 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+
 use super::seal::Sealer;
+use crate::config::component::{Authorizer, ComponentConfig, authorizer_app};
 use crate::config::{self, AppConfig, SECRET_KEYS};
+
+/// The platform of an Open Platform authorizer's definition.
+pub const AUTHORIZER: &str = "authorizer";
+
+/// Keys of an authorizer's definition that WeChat may change (its refresh token):
+/// left out of its generation, so a rotation is not a new definition.
+const HELD_KEYS: [&str; 2] = ["refresh_token", "previous_refresh_token"];
+
+/// The Open Platform apps by name, for authorizers' definitions.
+pub type Components<'a> = &'a dyn Fn(&str) -> Option<Arc<ComponentConfig>>;
 
 /// Shown in place of every secret.
 pub const MASK: &str = "***";
@@ -22,7 +35,10 @@ pub struct Invalid(pub String);
 /// # Errors
 /// [`Invalid`] naming the field at fault, as the config file's errors do (without the
 /// `apps.NAME.` prefix, which the caller did not write).
-pub fn parse(name: &str, definition: &Value) -> Result<AppConfig, Invalid> {
+pub fn parse(name: &str, definition: &Value, components: Components) -> Result<AppConfig, Invalid> {
+    if definition.get("platform").and_then(Value::as_str) == Some(AUTHORIZER) {
+        return parse_authorizer(name, definition, components);
+    }
     let Value::Object(fields) = definition else {
         return Err(Invalid(
             "the body must be a JSON object with the keys of an [apps.NAME] table, e.g. {\"platform\": \"mp\", \"appid\": \"wx...\", \"secret\": \"...\"}".into(),
@@ -46,13 +62,114 @@ pub fn parse(name: &str, definition: &Value) -> Result<AppConfig, Invalid> {
     Ok(app)
 }
 
+/// An Open Platform authorizer: `{"platform": "authorizer", "component": PLATFORM,
+/// "authorizer_appid": APPID, "refresh_token": ..., "previous_refresh_token"?: ...}`,
+/// named `PLATFORM.APPID`, built with its platform's current settings.
+fn parse_authorizer(
+    name: &str,
+    definition: &Value,
+    components: Components,
+) -> Result<AppConfig, Invalid> {
+    let text = |key: &str| definition.get(key).and_then(Value::as_str);
+    let required =
+        |key: &str| text(key).ok_or_else(|| Invalid(format!("{key}: missing, or not a string")));
+    let platform = required("component")?;
+    let appid = required("authorizer_appid")?;
+    let component = components(platform).ok_or_else(|| {
+        Invalid(format!(
+            "component: no Open Platform app {platform:?} (platform = \"component\") in the config file"
+        ))
+    })?;
+    if name != component.authorizer_app(appid) {
+        return Err(Invalid(format!(
+            "an authorizer of {platform:?} must be named {:?}",
+            component.authorizer_app(appid)
+        )));
+    }
+    let mut app = authorizer_app(
+        &component,
+        &Authorizer {
+            appid,
+            refresh_token: required("refresh_token")?,
+            previous_refresh_token: text("previous_refresh_token"),
+        },
+    )
+    .map_err(|e| {
+        let text = e.to_string();
+        let prefix = format!("apps.{name}.");
+        Invalid(text.strip_prefix(&prefix).unwrap_or(&text).to_owned())
+    })?;
+    // Tokens of another platform account under the same name are not this one's.
+    let mut identity = definition.clone();
+    if let Value::Object(fields) = &mut identity {
+        fields.insert(
+            "component_appid".into(),
+            Value::String(component.component_appid.clone()),
+        );
+    }
+    app.generation = Some(generation(&identity));
+    Ok(app)
+}
+
 /// A digest of `definition`, the same on every instance (serde_json's objects keep
 /// their keys sorted): tokens are stored with it, so that one fetched for an earlier
-/// definition of the app is never served for a later one.
+/// definition of the app is never served for a later one. Held values (an
+/// authorizer's refresh token) are left out: WeChat rotates them, the app stays.
 pub fn generation(definition: &Value) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(definition.to_string().as_bytes());
+    let mut identity = definition.clone();
+    if let Value::Object(fields) = &mut identity {
+        for key in HELD_KEYS {
+            fields.remove(key);
+        }
+    }
+    let digest = Sha256::digest(identity.to_string().as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `definition` with the held values of `app` (its refresh tokens as now held) in
+/// place of those it had.
+pub fn with_held(definition: &Value, app: &AppConfig) -> Value {
+    let mut updated = definition.clone();
+    if let (Value::Object(fields), Some(held)) = (
+        &mut updated,
+        app.held(crate::config::component::REFRESH_TOKEN),
+    ) {
+        fields.insert(
+            "refresh_token".into(),
+            Value::String((*held.current()).clone()),
+        );
+        match held.previous() {
+            Some(previous) => {
+                fields.insert(
+                    "previous_refresh_token".into(),
+                    Value::String((*previous).clone()),
+                );
+            }
+            None => {
+                fields.remove("previous_refresh_token");
+            }
+        }
+    }
+    updated
+}
+
+/// Sets `app`'s held values from `definition` (as another instance stored it); true
+/// if that changed them.
+pub fn apply_held(definition: &Value, app: &AppConfig) -> bool {
+    let Some(held) = app.held(crate::config::component::REFRESH_TOKEN) else {
+        return false;
+    };
+    let Some(current) = definition.get("refresh_token").and_then(Value::as_str) else {
+        return false;
+    };
+    let previous = definition
+        .get("previous_refresh_token")
+        .and_then(Value::as_str);
+    let changed =
+        *held.current() != current || held.previous().as_deref().map(String::as_str) != previous;
+    held.set(current, previous);
+    changed
 }
 
 /// JSON to TOML, refusing what TOML has no value for (null).
@@ -162,6 +279,14 @@ mod tests {
 
     use super::*;
     use crate::config::EncryptionKey;
+
+    fn no_components(_: &str) -> Option<Arc<ComponentConfig>> {
+        None
+    }
+
+    fn parse(name: &str, definition: &Value) -> Result<AppConfig, Invalid> {
+        super::parse(name, definition, &no_components)
+    }
 
     #[test]
     fn a_definition_becomes_the_same_app_as_in_the_config_file() {

@@ -66,6 +66,8 @@ fn source(addrs: &[SocketAddr]) -> SourceConfig {
         deps: Vec::new(),
         probe_urls: Vec::new(),
         replaces_previous: true,
+        pushed: false,
+        rotates: None,
         forced: None,
     }
 }

@@ -35,6 +35,9 @@ pub struct Fetched {
     pub value: String,
     /// Lifetime from the reply; `None` when the reply has no expiry field.
     pub expires_in: Option<Duration>,
+    /// The new value of the held value the source rotates (`SourceConfig::rotates`),
+    /// when the reply carries a usable one.
+    pub rotated: Option<String>,
 }
 
 /// The HTTP client for token sources. Cheap to clone.
@@ -113,7 +116,16 @@ impl Upstream {
             let e = match self.call(url, source, &args, body.as_ref()).await {
                 Ok(reply) => {
                     match parse_reply(&reply, &source.token_field, &source.expires_field) {
-                        Ok(fetched) => return Ok(fetched),
+                        Ok(mut fetched) => {
+                            fetched.rotated = source
+                                .rotates
+                                .as_deref()
+                                .and_then(|f| field(&reply, f))
+                                .and_then(Value::as_str)
+                                .filter(|v| is_usable_token(v))
+                                .map(str::to_owned);
+                            return Ok(fetched);
+                        }
                         Err(e) => e,
                     }
                 }
@@ -128,6 +140,41 @@ impl Upstream {
                 tracing::warn!(host, error = %e, "token host failed after an earlier host's outcome was lost");
             }
             return Err(keep_unknown_outcome(last, e));
+        }
+        Err(last)
+    }
+
+    /// Makes the request of `source` (its body rendered without references) and checks
+    /// only WeChat's errcode: for calls that return no token, such as
+    /// `api_start_push_ticket`. Hosts are tried in order until one answers.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn request(&self, source: &SourceConfig) -> Result<(), Error> {
+        let body = source
+            .body
+            .as_ref()
+            .map(|b| render_json(b, &|_| None))
+            .transpose()?;
+        let mut last = no_url();
+        for url in &source.urls {
+            match self.call(url, source, &[], body.as_ref()).await {
+                Ok(reply) => {
+                    return match reply.get("errcode").and_then(Value::as_i64) {
+                        None | Some(0) => Ok(()),
+                        Some(errcode) => Err(Error::WeChat {
+                            errcode,
+                            errmsg: reply
+                                .get("errmsg")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_owned(),
+                        }),
+                    };
+                }
+                Err(e) if e.try_next_host() => last = e,
+                Err(e) => return Err(e),
+            }
         }
         Err(last)
     }
@@ -300,6 +347,7 @@ fn parse_reply(reply: &Value, token_field: &str, expires_field: &str) -> Result<
     Ok(Fetched {
         value: value.to_owned(),
         expires_in,
+        rotated: None,
     })
 }
 
@@ -328,7 +376,8 @@ mod tests {
             f,
             Fetched {
                 value: "T".into(),
-                expires_in: Some(Duration::from_secs(7200))
+                expires_in: Some(Duration::from_secs(7200)),
+                rotated: None,
             }
         );
         let f = parse_reply(

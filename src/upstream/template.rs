@@ -24,6 +24,17 @@ pub enum ParseError {
     BadReference(String),
 }
 
+/// A token of the same app (`name`), or of another app (`app:name`: an authorizer's
+/// reference to its platform's `component_access_token`).
+fn is_valid_reference(name: &str) -> bool {
+    match name.split_once(':') {
+        Some((app, token)) => {
+            crate::domain::is_valid_name(app) && crate::domain::is_valid_name(token)
+        }
+        None => crate::domain::is_valid_name(name),
+    }
+}
+
 impl Template {
     /// Parses `{{name}}` references; whitespace inside the braces is ignored.
     ///
@@ -41,7 +52,7 @@ impl Template {
                 .find("}}")
                 .ok_or_else(|| ParseError::Unclosed(input.to_owned()))?;
             let name = tail[..end].trim();
-            if !crate::domain::is_valid_name(name) {
+            if !is_valid_reference(name) {
                 return Err(ParseError::BadReference(name.to_owned()));
             }
             parts.push(Part::Reference(name.to_owned()));

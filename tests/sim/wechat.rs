@@ -402,6 +402,7 @@ impl ApiHandle {
             Fetched {
                 value,
                 expires_in: Some(lifetime),
+                rotated: None,
             }
         })
     }
