@@ -25,6 +25,7 @@
 //! - [`gateway`]: forwarding WeChat API calls with the current token, one retry after
 //!   a rejected token; the facade (WeChat's token endpoints) is in [`http`].
 //! - [`jssdk`]: JS-SDK signatures.
+//! - [`wxcrypt`]: WeChat's message encryption (Open Platform events): sign, seal, open.
 //! - [`metrics`]: every metric name and label, and the Prometheus rendering.
 //! - [`healthcheck`]: the `healthcheck` command for container healthchecks.
 //! - [`app`]: wiring of all the above; [`demo`]: the one-command demo.
@@ -52,3 +53,4 @@ pub mod simulator;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+pub mod wxcrypt;
