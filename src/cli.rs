@@ -157,4 +157,20 @@ pub struct SimulateArgs {
     /// (WeChat: 2000 for /cgi-bin/token). Applies to every simulated API alike.
     #[arg(long, default_value_t = 2000)]
     pub daily_quota: u64,
+
+    /// An Open Platform component (第三方平台) the simulator accepts, as
+    /// APPID:SECRET:TOKEN:AESKEY: component_appid, component_appsecret, the message
+    /// Token and the 43-character EncodingAESKey (repeatable).
+    #[arg(long = "component", value_name = "APPID:SECRET:TOKEN:AESKEY")]
+    pub components: Vec<String>,
+
+    /// Every N-th api_authorizer_token call of an authorizer returns a new
+    /// authorizer_refresh_token, the old one refused at once (0: never).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub component_rotate_every: u32,
+
+    /// Push a fresh component_verify_ticket every SECS seconds to each component's
+    /// remembered URL (WeChat: every 600). Default: only when asked.
+    #[arg(long, value_name = "SECS")]
+    pub component_push_every: Option<u64>,
 }

@@ -74,6 +74,8 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::WxCardTicket => "wx_card_ticket",
         Kind::CorpTicket => "wecom_jsapi_ticket",
         Kind::AgentTicket => "agent_config_ticket",
+        Kind::ComponentToken => "component_access_token",
+        Kind::AuthorizerToken => "authorizer_access_token",
     }
 }
 

@@ -97,7 +97,15 @@ impl State {
         content_type: Option<&str>,
         body: &Bytes,
     ) -> Result<ApiReply, WxError> {
-        let owner = self.valid_token(req, &[Kind::Token, Kind::StableToken, Kind::CorpToken])?;
+        let owner = self.valid_token(
+            req,
+            &[
+                Kind::Token,
+                Kind::StableToken,
+                Kind::CorpToken,
+                Kind::AuthorizerToken,
+            ],
+        )?;
         self.spend(&owner, endpoint)?;
         match endpoint {
             Endpoint::MenuGet => Ok(ApiReply::Json(json!({

@@ -8,7 +8,10 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{DEMO_APPID, DEMO_CORPID, DEMO_CORPSECRET, DEMO_SECRET, SimConfig, Simulator};
+use super::{
+    ComponentAccount, DEMO_APPID, DEMO_COMPONENT_APPID, DEMO_COMPONENT_SECRET, DEMO_CORPID,
+    DEMO_CORPSECRET, DEMO_SECRET, SimConfig, Simulator,
+};
 use crate::cli::SimulateArgs;
 
 /// Splits an `ID:SECRET` flag value. The secret may contain ':'; the id may not.
@@ -24,6 +27,33 @@ pub fn parse_credential(flag: &str, value: &str) -> anyhow::Result<(String, Stri
         bail!("{flag} expects ID:SECRET with neither part empty");
     }
     Ok((id.trim().to_owned(), secret.to_owned()))
+}
+
+/// Splits a `--component APPID:SECRET:TOKEN:AESKEY` value and checks the key. The secret
+/// may contain ':'; the appid, Token and EncodingAESKey may not.
+///
+/// # Errors
+/// Fewer than four parts, an empty one, or an unusable Token or EncodingAESKey. The
+/// message never repeats the value, which holds secrets.
+pub fn parse_component(value: &str) -> anyhow::Result<ComponentAccount> {
+    const SHAPE: &str = "--component expects APPID:SECRET:TOKEN:AESKEY";
+    let mut right = value.rsplitn(3, ':');
+    let (Some(aes_key), Some(token), Some(rest)) = (right.next(), right.next(), right.next())
+    else {
+        bail!("{SHAPE}, but the value has fewer than four ':'-separated parts");
+    };
+    let Some((appid, secret)) = rest.split_once(':') else {
+        bail!("{SHAPE}, but the value has fewer than four ':'-separated parts");
+    };
+    let appid = appid.trim();
+    if [appid, secret, token, aes_key].iter().any(|p| p.is_empty()) {
+        bail!("{SHAPE} with no part empty");
+    }
+    let account = ComponentAccount::new(appid, secret, token, aes_key);
+    account
+        .crypt()
+        .with_context(|| format!("--component {appid}: bad TOKEN or AESKEY"))?;
+    Ok(account)
 }
 
 /// Parses the text of an `--apps-file`: one `APPID:SECRET` a line; blank lines and
@@ -81,6 +111,21 @@ pub fn config_from_args(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
     if args.expires_in == 0 {
         bail!("--expires-in must be at least 1 second");
     }
+    let components = args
+        .components
+        .iter()
+        .map(|v| parse_component(v))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut seen = HashSet::new();
+    if let Some(dup) = components.iter().find(|c| !seen.insert(&c.appid)) {
+        bail!(
+            "component {} is given twice (--component); a component has one secret",
+            dup.appid
+        );
+    }
+    if args.component_push_every == Some(0) {
+        bail!("--component-push-every must be at least 1 second");
+    }
     Ok(SimConfig {
         apps,
         corps,
@@ -88,6 +133,9 @@ pub fn config_from_args(args: &SimulateArgs) -> anyhow::Result<SimConfig> {
         grace: Duration::from_secs(args.grace),
         daily_quota: args.daily_quota,
         accept_any_app: args.accept_any_app,
+        components,
+        component_rotate_every: args.component_rotate_every,
+        component_push_every: args.component_push_every.map(Duration::from_secs),
     })
 }
 
@@ -144,6 +192,16 @@ fn banner(config: &SimConfig, addr: &str) -> String {
     } else {
         ids(&config.corps)
     };
+    let components = if config.components.is_empty() {
+        format!("{DEMO_COMPONENT_APPID} (demo, secret {DEMO_COMPONENT_SECRET}; see --help)")
+    } else {
+        let list: Vec<_> = config
+            .components
+            .iter()
+            .map(|c| (c.appid.clone(), String::new()))
+            .collect();
+        ids(&list)
+    };
     let (try_appid, try_secret) = config
         .apps
         .first()
@@ -152,6 +210,7 @@ fn banner(config: &SimConfig, addr: &str) -> String {
         "WeChat simulator listening on http://{addr}\n\
          \x20 Official Accounts / Mini Programs: {apps}\n\
          \x20 WeCom corps: {corps}{any}\n\
+         \x20 Open Platform components: {components}\n\
          \x20 expires_in {}s, grace {}s, daily quota {} per app and API\n\
          \x20 try: curl 'http://{addr}/cgi-bin/token?grant_type=client_credential&appid={try_appid}&secret={try_secret}'\n\
          \x20 admin: http://{addr}/sim/stats (see docs/simulator.md)",
@@ -179,6 +238,33 @@ mod tests {
             assert!(e.contains("--app expects ID:SECRET"), "{bad}: {e}");
             assert!(!e.contains("nocolon") && !e.contains("secret"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_component_splits_into_four_parts_with_colons_only_in_the_secret() {
+        let key = super::super::DEMO_COMPONENT_AES_KEY;
+        let parsed = parse_component(&format!("wxc: se:cret :tok:{key}")).ok();
+        let want = ComponentAccount::new("wxc", " se:cret ", "tok", key);
+        assert_eq!(parsed, Some(want));
+    }
+
+    #[test]
+    fn a_bad_component_is_refused_without_echoing_its_secrets() {
+        let key = super::super::DEMO_COMPONENT_AES_KEY;
+        for bad in [
+            "wxc:topsecret:tok".to_owned(),
+            format!(":topsecret:tok:{key}"),
+            format!("wxc:topsecret::{key}"),
+            "wxc:topsecret:tok:shortkey".to_owned(),
+        ] {
+            let e = parse_component(&bad).err().map(|e| format!("{e:#}"));
+            let e = e.unwrap_or_default();
+            assert!(e.contains("--component"), "{bad}: {e}");
+            assert!(!e.contains("topsecret") && !e.contains(key), "{e}");
+        }
+        let e = parse_component("wxc:topsecret:tok:shortkey").err();
+        let e = e.map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(e.contains("43 characters"), "{e}");
     }
 
     #[test]

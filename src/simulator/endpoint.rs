@@ -34,11 +34,25 @@ pub enum Endpoint {
     MediaGet,
     /// `POST /wxa/getwxacodeunlimit`: a Mini Program code image.
     WxaCode,
+    /// `POST /cgi-bin/component/api_start_push_ticket`: push a verify ticket now.
+    StartPushTicket,
+    /// `POST /cgi-bin/component/api_component_token`: the component_access_token.
+    ComponentToken,
+    /// `POST /cgi-bin/component/api_create_preauthcode`: a pre_auth_code for the
+    /// merchant's authorisation page.
+    PreAuthCode,
+    /// `POST /cgi-bin/component/api_query_auth`: an authorization code to the
+    /// authorizer's first token and its refresh token.
+    QueryAuth,
+    /// `POST /cgi-bin/component/api_authorizer_token`: an authorizer's access token.
+    AuthorizerToken,
+    /// `POST /cgi-bin/component/api_get_authorizer_list`: every authorizer, by page.
+    AuthorizerList,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order stats list them.
-    pub const ALL: [Endpoint; 13] = [
+    pub const ALL: [Endpoint; 19] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::GetTicket,
@@ -52,6 +66,12 @@ impl Endpoint {
         Endpoint::MediaUpload,
         Endpoint::MediaGet,
         Endpoint::WxaCode,
+        Endpoint::StartPushTicket,
+        Endpoint::ComponentToken,
+        Endpoint::PreAuthCode,
+        Endpoint::QueryAuth,
+        Endpoint::AuthorizerToken,
+        Endpoint::AuthorizerList,
     ];
 
     /// The URL path WeChat serves it on.
@@ -70,6 +90,12 @@ impl Endpoint {
             Endpoint::MediaUpload => "/cgi-bin/media/upload",
             Endpoint::MediaGet => "/cgi-bin/media/get",
             Endpoint::WxaCode => "/wxa/getwxacodeunlimit",
+            Endpoint::StartPushTicket => "/cgi-bin/component/api_start_push_ticket",
+            Endpoint::ComponentToken => "/cgi-bin/component/api_component_token",
+            Endpoint::PreAuthCode => "/cgi-bin/component/api_create_preauthcode",
+            Endpoint::QueryAuth => "/cgi-bin/component/api_query_auth",
+            Endpoint::AuthorizerToken => "/cgi-bin/component/api_authorizer_token",
+            Endpoint::AuthorizerList => "/cgi-bin/component/api_get_authorizer_list",
         }
     }
 
@@ -85,6 +111,19 @@ impl Endpoint {
         )
     }
 
+    /// An Open Platform (第三方平台) endpoint: served by `component`.
+    pub fn is_component(self) -> bool {
+        matches!(
+            self,
+            Endpoint::StartPushTicket
+                | Endpoint::ComponentToken
+                | Endpoint::PreAuthCode
+                | Endpoint::QueryAuth
+                | Endpoint::AuthorizerToken
+                | Endpoint::AuthorizerList
+        )
+    }
+
     /// The endpoint served on `path`, if any.
     pub fn from_path(path: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|e| e.path() == path)
@@ -93,7 +132,14 @@ impl Endpoint {
     /// Does it issue tokens or tickets (as opposed to probing or reporting)? These are the
     /// calls `/sim/stats` counts in `in_flight` and `max_in_flight`.
     pub fn issues_credentials(self) -> bool {
-        !matches!(self, Endpoint::CallbackIp | Endpoint::QuotaGet)
+        !matches!(
+            self,
+            Endpoint::CallbackIp
+                | Endpoint::QuotaGet
+                | Endpoint::StartPushTicket
+                | Endpoint::PreAuthCode
+                | Endpoint::AuthorizerList
+        )
     }
 
     /// The HTTP method WeChat documents for it; others get a JSON 405.
@@ -104,6 +150,7 @@ impl Endpoint {
             | Endpoint::CustomSend
             | Endpoint::MediaUpload
             | Endpoint::WxaCode => MethodFilter::POST,
+            e if e.is_component() => MethodFilter::POST,
             _ => MethodFilter::GET,
         }
     }

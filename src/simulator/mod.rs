@@ -14,7 +14,11 @@
 //! - `state.rs`: issued credentials, validity, quotas, counters.
 //! - `wechat.rs`: each endpoint's rules and error codes.
 //! - `faults.rs`: fault requests and their per-endpoint queue.
-//! - `routes.rs`, `admin.rs`: HTTP for WeChat's routes and for `/sim/*`.
+//! - `component.rs`, `component_rules.rs`: Open Platform components (tickets, codes,
+//!   authorizers) and the rules of their endpoints.
+//! - `push.rs`: encrypted authorisation events pushed to a component's URL.
+//! - `routes.rs`, `admin.rs`, `component_admin.rs`: HTTP for WeChat's routes and for
+//!   `/sim/*`.
 //! - `command.rs`: the `simulate` command.
 
 mod accounts;
@@ -22,9 +26,13 @@ mod admin;
 mod apis;
 mod clock;
 mod command;
+mod component;
+mod component_admin;
+mod component_rules;
 mod endpoint;
 mod faults;
 mod in_flight;
+mod push;
 mod routes;
 mod state;
 mod wechat;
@@ -38,9 +46,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use accounts::any_app_secret;
 pub use clock::wechat_day;
-pub use command::{parse_credential, run_cli};
+pub use command::{parse_component, parse_credential, run_cli};
+pub use component::{
+    ComponentAccount, DEMO_COMPONENT_AES_KEY, DEMO_COMPONENT_APPID, DEMO_COMPONENT_SECRET,
+    DEMO_COMPONENT_TOKEN,
+};
 pub use endpoint::Endpoint;
 pub use faults::{Fault, FaultError, FaultKind};
+pub use push::{PushError, Pushed, TicketPush};
 pub use state::Stats;
 pub use wechat::{FORCED_PER_DAY, FORCED_SPACING};
 
@@ -61,6 +74,9 @@ pub const DEMO_HELP: &str = "\
 Demo apps (public, for trying things out):
   without --app:  appid wx_demo_appid, secret demo_secret
   without --corp: corpid ww_demo_corpid, corpsecret demo_corpsecret
+  without --component: Open Platform component wx_demo_component, secret
+    demo_component_secret, Token demo_component_token, EncodingAESKey
+    DemoComponentEncodingAesKey0123456789abcdef
 
 Thousands of apps: --apps-file FILE (one APPID:SECRET a line, '#' comments), or
 --accept-any-app: any appid or corpid not listed is accepted with the secret
@@ -69,7 +85,10 @@ secret-ww1-NAME, one WeCom app per distinct secret).
 
 Admin routes: GET /sim/stats (also in_flight and max_in_flight: token and ticket
 calls answered at once), GET /sim/valid?access_token=T (or ?ticket=T),
-POST /sim/faults, POST /sim/reset, POST /sim/advance {\"seconds\": N}.
+POST /sim/faults, POST /sim/reset, POST /sim/advance {\"seconds\": N};
+Open Platform: POST /sim/component/push_ticket {\"component_appid\", \"url\"},
+/sim/component/authorize and /unauthorize {\"component_appid\", \"authorizer_appid\",
+\"url\"}, /sim/component/rotate, /sim/component/url (see docs/simulator.md).
 Example: curl 'http://127.0.0.1:9099/cgi-bin/token?grant_type=client_credential&appid=wx_demo_appid&secret=demo_secret'";
 
 /// Simulator settings.
@@ -90,6 +109,14 @@ pub struct SimConfig {
     /// [`any_app_secret`] gives (`secret-ID`; WeCom also `secret-ID-NAME`, one WeCom app
     /// per distinct secret).
     pub accept_any_app: bool,
+    /// Open Platform components; empty means the demo component.
+    pub components: Vec<ComponentAccount>,
+    /// Every N-th successful `api_authorizer_token` call of an authorizer returns a new
+    /// refresh token and makes the old one invalid at once; 0 never rotates.
+    pub component_rotate_every: u32,
+    /// Push a fresh verify ticket this often to each component whose URL is known
+    /// (WeChat: every 10 minutes); `None` pushes only on request.
+    pub component_push_every: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -101,6 +128,9 @@ impl Default for SimConfig {
             grace: Duration::from_secs(300),
             daily_quota: 2000,
             accept_any_app: false,
+            components: Vec::new(),
+            component_rotate_every: 0,
+            component_push_every: None,
         }
     }
 }
@@ -110,14 +140,24 @@ impl Default for SimConfig {
 pub struct Simulator {
     state: Arc<Mutex<State>>,
     in_flight: Arc<InFlight>,
+    /// Pushes events to components' URLs.
+    http: reqwest::Client,
 }
 
 impl Simulator {
     /// A simulator with nothing issued yet; its clock starts now.
     pub fn new(config: SimConfig) -> Self {
+        // No proxy: pushes go to the test's or developer's own receiver, usually on
+        // loopback, which a proxy from the environment must not intercept.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(push::PUSH_TIMEOUT)
+            .build()
+            .unwrap_or_default();
         Self {
             state: Arc::new(Mutex::new(State::new(config))),
             in_flight: Arc::default(),
+            http,
         }
     }
 
@@ -154,6 +194,9 @@ impl Simulator {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
+        if let Some(every) = self.lock().config.component_push_every {
+            tokio::spawn(self.clone().push_periodically(every, shutdown.clone()));
+        }
         let app = routes::router(self, shutdown.clone());
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -50,6 +50,7 @@ pub fn router(sim: Simulator, shutdown: CancellationToken) -> Router {
         // Media uploads are bigger than axum's default 2 MB.
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .merge(super::admin::router())
+        .merge(super::component_admin::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(Ctx { sim, shutdown })
@@ -87,11 +88,11 @@ async fn call(
     let _counted = endpoint
         .issues_credentials()
         .then(|| ctx.sim.in_flight.enter());
-    let outcome = {
+    let (outcome, pushes) = {
         let mut state = ctx.sim.lock();
         let app = state.app_of(endpoint, &req);
         state.record_call(endpoint, app.as_deref());
-        match state.faults.take(endpoint) {
+        let outcome = match state.faults.take(endpoint) {
             None if endpoint.is_api() => {
                 let content_type = headers
                     .get(header::CONTENT_TYPE)
@@ -112,8 +113,14 @@ async fn call(
                 Outcome::Lost
             }
             Some(kind) => Outcome::Fault(kind),
-        }
+        };
+        (outcome, state.components.take_push_requests())
     };
+    // `api_start_push_ticket`: WeChat answers at once and pushes on its own time.
+    for appid in pushes {
+        let sim = ctx.sim.clone();
+        tokio::spawn(async move { sim.push_tickets_to_known_urls(Some(&appid)).await });
+    }
     let reply = match outcome {
         Outcome::Reply(reply) => reply,
         Outcome::Api(Ok(super::apis::ApiReply::Json(value))) => Ok(value),

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::SimConfig;
 use super::accounts::Accounts;
 use super::clock::Clock;
+use super::component::Components;
 use super::endpoint::Endpoint;
 use super::faults::Faults;
 
@@ -42,12 +43,24 @@ pub enum Kind {
     CorpTicket,
     /// WeCom `agent_config` ticket.
     AgentTicket,
+    /// An Open Platform component_access_token (`api_component_token`).
+    ComponentToken,
+    /// An authorizer's access token, got by a component (`api_query_auth`,
+    /// `api_authorizer_token`); used like an Official Account's own token.
+    AuthorizerToken,
 }
 
 impl Kind {
     /// Access tokens, as opposed to tickets.
     pub fn is_token(self) -> bool {
-        matches!(self, Kind::Token | Kind::StableToken | Kind::CorpToken)
+        matches!(
+            self,
+            Kind::Token
+                | Kind::StableToken
+                | Kind::CorpToken
+                | Kind::ComponentToken
+                | Kind::AuthorizerToken
+        )
     }
 }
 
@@ -57,7 +70,9 @@ impl Kind {
 pub struct Owner {
     /// appid or corpid; stats and quotas are kept per id.
     pub id: String,
-    /// Index of the corp secret among those given for `id`.
+    /// Index of the corp secret among those given for `id`. For an authorizer's token
+    /// (`id` is the authorizer appid), 1 + the component's index: each component holds
+    /// its own token for the account, apart from the account's own (0).
     pub secret: usize,
 }
 
@@ -157,6 +172,8 @@ pub struct State {
     pub faults: Faults,
     /// Uploaded media by media_id: (content type, bytes).
     pub media: HashMap<String, (String, axum::body::Bytes)>,
+    /// Open Platform components: tickets, codes, authorizers.
+    pub components: Components,
 }
 
 impl State {
@@ -164,6 +181,7 @@ impl State {
     pub fn new(config: SimConfig) -> Self {
         Self {
             accounts: Accounts::new(&config),
+            components: Components::new(&config),
             config,
             clock: Clock::new(),
             creds: HashMap::new(),
@@ -269,6 +287,19 @@ impl State {
         (value, lifetime)
     }
 
+    /// Makes every token and ticket of `owner` of one of `kinds` rejected from now on
+    /// (an authorizer that withdrew its authorisation), and forgets the current ones.
+    pub fn revoke_owner(&mut self, owner: &Owner, kinds: &[Kind]) {
+        let now = self.clock.now();
+        for cred in self.creds.values_mut() {
+            if &cred.owner == owner && kinds.contains(&cred.kind) {
+                cred.revoked_at = Some(cred.revoked_at.map_or(now, |at| at.min(now)));
+            }
+        }
+        self.current
+            .retain(|(o, kind), _| !(o == owner && kinds.contains(kind)));
+    }
+
     /// Successful calls of `app` to `endpoint` today (WeChat's day).
     pub fn quota_used(&self, app: &str, endpoint: Endpoint) -> u64 {
         let today = self.clock.day();
@@ -325,7 +356,7 @@ impl State {
 }
 
 /// A random opaque credential of `len` URL-safe characters.
-fn random_credential(len: usize) -> String {
+pub(super) fn random_credential(len: usize) -> String {
     let mut rng = rand::rng();
     // 64 symbols divide 256 evenly, so masking a random byte keeps the choice uniform.
     (0..len)

@@ -40,20 +40,24 @@ pub(super) const NOT_LATEST: WxError = err(
 );
 const BAD_CORPSECRET: WxError = err(40001, "invalid credential, corpsecret is wrong");
 const BAD_GRANT_TYPE: WxError = err(40002, "invalid grant_type");
-const BAD_APPID: WxError = err(40013, "invalid appid");
+pub(super) const BAD_APPID: WxError = err(40013, "invalid appid");
 const BAD_CORPID: WxError = err(40013, "invalid corpid");
-const BAD_TOKEN: WxError = err(40014, "invalid access_token");
+pub(super) const BAD_TOKEN: WxError = err(40014, "invalid access_token");
 pub(super) const BAD_ARGS: WxError = err(40097, "invalid args");
-const BAD_SECRET: WxError = err(40125, "invalid appsecret");
-const NO_TOKEN: WxError = err(41001, "access_token missing");
-const NO_APPID: WxError = err(41002, "appid missing");
+pub(super) const BAD_SECRET: WxError = err(40125, "invalid appsecret");
+pub(super) const NO_TOKEN: WxError = err(41001, "access_token missing");
+pub(super) const NO_APPID: WxError = err(41002, "appid missing");
 const NO_CORPID: WxError = err(41002, "corpid missing");
-const NO_SECRET: WxError = err(41004, "appsecret missing");
+pub(super) const NO_SECRET: WxError = err(41004, "appsecret missing");
 const NO_CORPSECRET: WxError = err(41004, "corpsecret missing");
-const EXPIRED: WxError = err(42001, "access_token expired");
+pub(super) const EXPIRED: WxError = err(42001, "access_token expired");
 const QUOTA: WxError = err(45009, "reach max api daily quota limit");
 pub(super) const BAD_DATA: WxError = err(47001, "data format error");
 const BAD_CGI_PATH: WxError = err(76021, "cgi_path not found, please check");
+
+/// The tokens of an Official Account / Mini Program: its own, and those a component got
+/// for it as an authorizer.
+const OA_TOKENS: [Kind; 3] = [Kind::Token, Kind::StableToken, Kind::AuthorizerToken];
 
 /// A call's parameters: the query string, and the JSON body of POST endpoints.
 #[derive(Debug, Default)]
@@ -90,7 +94,7 @@ impl Request {
     }
 
     /// A string field of the JSON body; a field of another type is a format error.
-    fn field(&self, name: &str) -> Result<Option<&str>, WxError> {
+    pub(super) fn field(&self, name: &str) -> Result<Option<&str>, WxError> {
         match self.json.as_ref().ok_or(BAD_DATA)?.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.as_str()).filter(|s| !s.is_empty())),
@@ -117,6 +121,7 @@ impl State {
             Endpoint::Token => req.param("appid"),
             Endpoint::StableToken => req.field("appid").ok().flatten(),
             Endpoint::CorpToken => req.param("corpid"),
+            e if e.is_component() => return self.component_of(req),
             _ => {
                 let token = req.param("access_token")?;
                 return match self.lookup(token, true) {
@@ -132,14 +137,24 @@ impl State {
 
     /// Serves one (unfaulted) call of `endpoint`.
     pub fn serve(&mut self, endpoint: Endpoint, req: &Request) -> Result<Value, WxError> {
+        if endpoint.is_component() {
+            return self.serve_component(endpoint, req);
+        }
         match endpoint {
             Endpoint::Token => self.token(req),
             Endpoint::StableToken => self.stable_token(req),
             Endpoint::GetTicket => self.getticket(req),
             // WeCom serves the same path for its own tokens.
             Endpoint::CallbackIp => {
-                let owner =
-                    self.valid_token(req, &[Kind::Token, Kind::StableToken, Kind::CorpToken])?;
+                let owner = self.valid_token(
+                    req,
+                    &[
+                        Kind::Token,
+                        Kind::StableToken,
+                        Kind::CorpToken,
+                        Kind::AuthorizerToken,
+                    ],
+                )?;
                 self.spend(&owner, endpoint)?;
                 Ok(json!({"ip_list": CALLBACK_IPS}))
             }
@@ -150,6 +165,13 @@ impl State {
             | Endpoint::MediaUpload
             | Endpoint::MediaGet
             | Endpoint::WxaCode => Err(BAD_ARGS),
+            // Served by `serve_component` above.
+            Endpoint::StartPushTicket
+            | Endpoint::ComponentToken
+            | Endpoint::PreAuthCode
+            | Endpoint::QueryAuth
+            | Endpoint::AuthorizerToken
+            | Endpoint::AuthorizerList => Err(BAD_ARGS),
             Endpoint::CorpToken => self.corp_token(req),
             Endpoint::CorpTicket => {
                 let owner = self.valid_token(req, &[Kind::CorpToken])?;
@@ -277,7 +299,7 @@ impl State {
     }
 
     fn getticket(&mut self, req: &Request) -> Result<Value, WxError> {
-        let owner = self.valid_token(req, &[Kind::Token, Kind::StableToken])?;
+        let owner = self.valid_token(req, &OA_TOKENS)?;
         let kind = match req.param("type") {
             Some("jsapi") => Kind::JsapiTicket,
             Some("wx_card") => Kind::WxCardTicket,
@@ -316,7 +338,7 @@ impl State {
     }
 
     fn quota_get(&mut self, req: &Request) -> Result<Value, WxError> {
-        let owner = self.valid_token(req, &[Kind::Token, Kind::StableToken])?;
+        let owner = self.valid_token(req, &OA_TOKENS)?;
         let path = req.field("cgi_path")?.ok_or(BAD_ARGS)?;
         let endpoint = Endpoint::from_path(path).ok_or(BAD_CGI_PATH)?;
         self.spend(&owner, Endpoint::QuotaGet)?;

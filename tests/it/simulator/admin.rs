@@ -94,12 +94,20 @@ async fn simulate_help_documents_every_flag_and_the_demo_app() {
         "--daily-quota",
         "--apps-file",
         "--accept-any-app",
+        "--component",
+        "--component-rotate-every",
+        "--component-push-every",
+        "/sim/component/push_ticket",
         "secret-wx123",
         "max_in_flight",
         DEMO_APPID,
         DEMO_SECRET,
         DEMO_CORPID,
         DEMO_CORPSECRET,
+        DEMO_COMPONENT_APPID,
+        DEMO_COMPONENT_SECRET,
+        DEMO_COMPONENT_TOKEN,
+        DEMO_COMPONENT_AES_KEY,
     ] {
         assert!(
             help.contains(needle),
@@ -122,6 +130,9 @@ async fn the_simulate_command_refuses_a_malformed_app_and_stops_on_shutdown() {
         daily_quota: 2000,
         apps_file: None,
         accept_any_app: false,
+        components: Vec::new(),
+        component_rotate_every: 0,
+        component_push_every: None,
     };
     let err = run_cli(args(vec!["wx1-without-secret"]), CancellationToken::new()).await;
     let msg = err.err().map(|e| e.to_string()).unwrap_or_default();

@@ -4,6 +4,7 @@
 //! This file holds the shared helpers; the tests are in the modules below.
 
 mod admin;
+mod component;
 mod errors;
 mod faults;
 mod many_apps;
@@ -15,7 +16,9 @@ pub use std::time::{Duration, Instant};
 pub use reqwest::StatusCode;
 pub use serde_json::{Value, json};
 pub use wechat_token_server::simulator::{
-    DEMO_APPID, DEMO_CORPID, DEMO_CORPSECRET, DEMO_SECRET, SimConfig, SimHandle, Simulator,
+    DEMO_APPID, DEMO_COMPONENT_AES_KEY, DEMO_COMPONENT_APPID, DEMO_COMPONENT_SECRET,
+    DEMO_COMPONENT_TOKEN, DEMO_CORPID, DEMO_CORPSECRET, DEMO_SECRET, SimConfig, SimHandle,
+    Simulator,
 };
 
 /// A simulator on a free port and a client for it.
