@@ -12,7 +12,8 @@ use crate::app::App;
 use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::simulator::{
-    DEMO_APPID, DEMO_CORPID, DEMO_CORPSECRET, DEMO_SECRET, SimConfig, Simulator,
+    DEMO_APPID, DEMO_COMPONENT_AES_KEY, DEMO_COMPONENT_APPID, DEMO_COMPONENT_SECRET,
+    DEMO_COMPONENT_TOKEN, DEMO_CORPID, DEMO_CORPSECRET, DEMO_SECRET, SimConfig, Simulator,
 };
 
 /// The demo's config, in the same TOML a user would write; placeholders in `@..@`.
@@ -41,7 +42,21 @@ corpsecret = "@CORPSECRET@"
 agentid = 1000002
 tickets = ["jsapi", "agent_config"]
 api_base = ["http://@SIMULATOR@"]
+
+# An Open Platform (第三方平台) with the simulator's demo component: at start the demo
+# has the simulator push a verify ticket and authorise two accounts.
+[apps.platform]
+platform = "component"
+component_appid = "@COMPONENT_APPID@"
+component_appsecret = "@COMPONENT_SECRET@"
+token = "@COMPONENT_TOKEN@"
+encoding_aes_key = "@COMPONENT_AES_KEY@"
+authorizer_tickets = ["jsapi"]
+api_base = ["http://@SIMULATOR@"]
 "#;
+
+/// The accounts the demo platform has authorised.
+const DEMO_AUTHORIZERS: [&str; 2] = ["wx_demo_authorizer_1", "wx_demo_authorizer_2"];
 
 /// Stands for the token to report in the printed force-refresh URL.
 pub const STALE_PLACEHOLDER: &str = "REJECTED_TOKEN";
@@ -88,7 +103,11 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         .replace("@APPSECRET@", DEMO_SECRET)
         .replace("@APPID@", DEMO_APPID)
         .replace("@CORPSECRET@", DEMO_CORPSECRET)
-        .replace("@CORPID@", DEMO_CORPID);
+        .replace("@CORPID@", DEMO_CORPID)
+        .replace("@COMPONENT_APPID@", DEMO_COMPONENT_APPID)
+        .replace("@COMPONENT_SECRET@", DEMO_COMPONENT_SECRET)
+        .replace("@COMPONENT_TOKEN@", DEMO_COMPONENT_TOKEN)
+        .replace("@COMPONENT_AES_KEY@", DEMO_COMPONENT_AES_KEY);
     let config = Config::parse(&text, &|_| None).context("demo config")?;
     let app = App::build(config, listener).await?;
 
@@ -117,11 +136,25 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     );
     println!("    curl {base}/v1/openapi.json");
     println!();
+    println!("  Open Platform (\"platform\", two authorised accounts):");
+    println!(
+        "    curl -H 'Authorization: Bearer {secret}' {base}/v1/components/platform/authorizers"
+    );
+    println!(
+        "    curl -H 'Authorization: Bearer {secret}' {base}/v1/tokens/platform.{}/access_token",
+        DEMO_AUTHORIZERS[0]
+    );
+    println!();
     println!("  is it valid?:   http://{sim_addr}/sim/valid?access_token=<token>");
     println!("  WeChat calls:   http://{sim_addr}/sim/stats");
     println!();
     println!("Store: {} . Press Ctrl-C to stop.", store_path.display());
 
+    // Served once `run` accepts: the simulator pushes as WeChat would.
+    tokio::spawn(open_platform_pushes(
+        format!("http://{sim_addr}"),
+        format!("{base}/wechat/component/platform/events"),
+    ));
     app.run(shutdown.clone()).await?;
     shutdown.cancel();
     sim_task
@@ -129,4 +162,33 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         .context("simulator task")?
         .context("simulator")?;
     Ok(())
+}
+
+/// Has the simulator push a verify ticket to the demo platform, then authorise
+/// [`DEMO_AUTHORIZERS`], as WeChat does after a platform is set up and merchants
+/// authorise it.
+async fn open_platform_pushes(simulator: String, events: String) {
+    let client = reqwest::Client::new();
+    let mut calls = vec![(
+        "push_ticket",
+        serde_json::json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
+    )];
+    for appid in DEMO_AUTHORIZERS {
+        calls.push((
+            "authorize",
+            serde_json::json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": appid, "url": events}),
+        ));
+    }
+    for (admin, body) in calls {
+        let sent = client
+            .post(format!("{simulator}/sim/component/{admin}"))
+            .json(&body)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        if let Err(error) = sent {
+            tracing::error!(%error, admin, "the demo's Open Platform push failed");
+            return;
+        }
+    }
 }

@@ -71,6 +71,15 @@ pub(super) fn log_failure(cred: &Credential, trigger: Trigger, error: &RefreshEr
                 "refresh failed and needs a person: {}", advice.hint
             );
         }
+        // A platform's component token before the first verify ticket is pushed: the
+        // normal state of a fresh deployment for a few seconds, not a fault.
+        _ if matches!(
+            error,
+            RefreshError::Upstream(upstream::Error::Dependency(_))
+        ) =>
+        {
+            tracing::info!(app = %app, token = %token, trigger, %error, "refresh waits for a token it needs");
+        }
         _ => tracing::warn!(app = %app, token = %token, trigger, %error, "refresh failed"),
     }
 }

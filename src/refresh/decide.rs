@@ -192,7 +192,14 @@ fn is_due(f: &Facts, token: &Token) -> bool {
 /// an error only a person can fix waits `needs_person_retry_delay`; after a 45009 the
 /// quota guard refuses on its own, so no wait is needed.
 fn cooldown(f: &Facts, error: &RefreshError) -> Duration {
-    if error.errcode() == Some(QUOTA_ERRCODE) {
+    // No call was made for want of a token it needs (a verify ticket not pushed yet):
+    // asking again costs WeChat nothing, and the value may have arrived since.
+    if error.errcode() == Some(QUOTA_ERRCODE)
+        || matches!(
+            error,
+            RefreshError::Upstream(crate::upstream::Error::Dependency(_))
+        )
+    {
         Duration::ZERO
     } else if f.needs_person {
         f.settings.needs_person_retry_delay

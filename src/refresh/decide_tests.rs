@@ -173,6 +173,20 @@ async fn forced_requests_share_a_failure_during_the_cooldown() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failure_for_a_missing_dependency_has_no_cooldown() {
+    // The verify ticket was not pushed yet: no call was made, and once it arrives the
+    // component token is fetched at the next ask, not after the retry delay.
+    let now = SystemTime::now();
+    let s = settings();
+    let error = RefreshError::Upstream(upstream::Error::Dependency(
+        "component_verify_ticket".into(),
+    ));
+    let mut f = facts(now, None, &s);
+    f.last_failure = Some((&error, Duration::from_millis(1)));
+    assert_eq!(decide(&f, &reporting("CURRENT")), Step::TakeLease);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_call_that_may_replace_the_token_is_announced_under_the_lease_and_the_journal() {
     let now = SystemTime::now();
     let (s, t) = (settings(), token(now, 600, 6000));

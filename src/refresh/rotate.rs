@@ -113,7 +113,7 @@ impl Refresher {
         if let Some(store) = self.held_store()
             && store.reload_held(&cred.key.app, &held).await
         {
-            tracing::info!(key = %cred.key, held = %name, "WeChat refused the held value; another instance had rotated it");
+            tracing::info!(key = %cred.key, held = %name, "WeChat refused the held value; the stored record (another instance rotated it) or WeChat's list had a newer one");
             return Some(held.current());
         }
         let previous = held.previous().filter(|p| *p != refused)?;

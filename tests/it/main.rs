@@ -12,6 +12,7 @@ mod cli;
 mod clients;
 mod cluster;
 mod cluster_processes;
+mod component;
 mod deploy;
 mod facade;
 mod faults;

@@ -1,0 +1,596 @@
+//! The Open Platform (第三方平台) end to end: the real binary, the simulator as WeChat
+//! and its pushes (verify tickets, authorisations, revocations), on the embedded store
+//! across SIGKILL and on a cluster of three on Redis.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha1::Digest as _;
+use wechat_token_server::simulator::{
+    DEMO_COMPONENT_AES_KEY, DEMO_COMPONENT_APPID, DEMO_COMPONENT_SECRET, DEMO_COMPONENT_TOKEN,
+    SimConfig,
+};
+
+use crate::helpers::{MEMORY_STORE, SECRET, TestApp, TestSim, config_with, wait_until};
+use crate::process::Server;
+use crate::redis_server::RedisServer;
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const PLATFORM: &str = "platform";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The `[apps.platform]` table of the simulator's demo component.
+fn platform_table(sim: &TestSim) -> String {
+    format!(
+        r#"
+[apps.{PLATFORM}]
+platform = "component"
+component_appid = "{DEMO_COMPONENT_APPID}"
+component_appsecret = "{DEMO_COMPONENT_SECRET}"
+token = "{DEMO_COMPONENT_TOKEN}"
+encoding_aes_key = "{DEMO_COMPONENT_AES_KEY}"
+authorizer_tickets = ["jsapi"]
+api_base = ["http://{}"]
+"#,
+        sim.addr
+    )
+}
+
+fn write_config(dir: &Path, store: &str, sim: &TestSim) -> std::path::PathBuf {
+    let path = dir.join("platform.toml");
+    std::fs::write(&path, config_with(store, "", &platform_table(sim))).unwrap();
+    path
+}
+
+fn events_url(server: &Server) -> String {
+    format!("{}/wechat/component/{PLATFORM}/events", server.base)
+}
+
+/// A simulator admin call; its JSON answer.
+async fn sim_admin(sim: &TestSim, path: &str, body: Value) -> Value {
+    let response = sim
+        .client
+        .post(sim.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    body
+}
+
+/// Pushes a verify ticket to `server`; asserts it answered `success`.
+async fn push_ticket(sim: &TestSim, server: &Server) -> Value {
+    let pushed = sim_admin(
+        sim,
+        "/sim/component/push_ticket",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events_url(server)}),
+    )
+    .await;
+    assert_eq!(pushed["status"], 200, "{pushed}");
+    assert_eq!(pushed["reply"], "success", "{pushed}");
+    pushed
+}
+
+/// Authorises `appid` through the simulator, which pushes the event to `server`.
+async fn authorize(sim: &TestSim, server: &Server, appid: &str) {
+    let pushed = sim_admin(
+        sim,
+        "/sim/component/authorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": appid, "url": events_url(server)}),
+    )
+    .await;
+    assert_eq!(pushed["status"], 200, "{pushed}");
+    assert_eq!(pushed["reply"], "success", "{pushed}");
+}
+
+async fn get(server: &Server, path: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", server.base))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn token(server: &Server, app: &str, name: &str) -> Option<String> {
+    let (status, body) = get(server, &format!("/v1/tokens/{app}/{name}")).await;
+    (status == StatusCode::OK).then(|| body["value"].as_str().unwrap().to_owned())
+}
+
+/// Waits until `server` serves `app`/`name` and the simulator accepts it.
+async fn valid_token(sim: &TestSim, server: &Server, app: &str, name: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = token(server, app, name).await {
+            let valid = if name.ends_with("_ticket") {
+                sim.ticket_valid(&value).await
+            } else {
+                sim.token_valid(&value).await
+            };
+            if valid {
+                return value;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{app}/{name} not served and valid within {WAIT:?}; logs:\n{}",
+            server.logs.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn force_refresh(server: &Server, app: &str, stale: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/tokens/{app}/access_token/refresh",
+            server.base
+        ))
+        .bearer_auth(SECRET)
+        .json(&json!({"stale": stale}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "force refresh of {app}: {body}");
+    let value = body["value"].as_str().unwrap().to_owned();
+    assert_ne!(value, stale, "{app}: a force refresh gives a new token");
+    value
+}
+
+/// WeChat's own list of the demo component's authorizers (with refresh tokens).
+async fn wechat_list(sim: &TestSim, component_token: &str) -> Value {
+    sim.client
+        .post(sim.url(&format!(
+            "/cgi-bin/component/api_get_authorizer_list?component_access_token={component_token}"
+        )))
+        .json(&json!({"component_appid": DEMO_COMPONENT_APPID, "offset": 0, "count": 500}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Every api_authorizer_token call issued a token: no refresh token was ever sent
+/// after WeChat had rotated it away (that call would be a 61023).
+async fn assert_every_authorizer_call_worked(sim: &TestSim) {
+    const PATH: &str = "/cgi-bin/component/api_authorizer_token";
+    let (calls, issued) = (sim.calls(PATH).await, sim.issued(PATH).await);
+    assert!(calls > 0);
+    assert_eq!(
+        calls, issued,
+        "{calls} authorizer-token calls, {issued} issued"
+    );
+}
+
+async fn listed_authorizers(server: &Server) -> Vec<String> {
+    let (status, body) = get(server, &format!("/v1/components/{PLATFORM}/authorizers")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["authorizers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["authorizer_appid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn post_event(server: &Server, query: &str, body: &str) -> (StatusCode, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{}?{query}", events_url(server)))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn push_authorize_rotate_sigkill_and_unauthorize_with_the_binary() {
+    // Every authorizer-token call rotates the refresh token: the old one is dead at
+    // once, so one lost rotation would show as a refresh that fails.
+    let sim = TestSim::start(SimConfig {
+        component_rotate_every: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "backend = \"embedded\"\npath = \"{}\"",
+        dir.path().join("data").display()
+    );
+    let config = write_config(dir.path(), &store, &sim);
+    let server = Server::start(&config).await;
+
+    // No ticket yet: the component token waits for the push.
+    push_ticket(&sim, &server).await;
+    let component = valid_token(&sim, &server, PLATFORM, "component_access_token").await;
+
+    for appid in ["wxauthorizer1", "wxauthorizer2"] {
+        authorize(&sim, &server, appid).await;
+    }
+    let (mut tokens, mut tickets) = (Vec::new(), Vec::new());
+    for appid in ["wxauthorizer1", "wxauthorizer2"] {
+        let app = format!("{PLATFORM}.{appid}");
+        tokens.push(valid_token(&sim, &server, &app, "access_token").await);
+        tickets.push(valid_token(&sim, &server, &app, "jsapi_ticket").await);
+    }
+    let ticket = &tickets[0];
+    assert_ne!(tokens[0], tokens[1]);
+    // The seed route and JS-SDK signatures know authorizers too.
+    let seed = reqwest::get(format!(
+        "{}/wechat/token?app={PLATFORM}.wxauthorizer1&type=access_token&secret={SECRET}",
+        server.base
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(seed.contains(&tokens[0]), "{seed}");
+    let (status, signature) = get(
+        &server,
+        &format!("/v1/jssdk/{PLATFORM}.wxauthorizer1/signature?url=https://shop.example/page"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{signature}");
+    assert_eq!(signature["appId"], "wxauthorizer1", "{signature}");
+    let signed = format!(
+        "jsapi_ticket={ticket}&noncestr={}&timestamp={}&url=https://shop.example/page",
+        signature["nonceStr"].as_str().unwrap(),
+        signature["timestamp"]
+    );
+    let expected: String = sha1::Sha1::digest(signed.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        signature["signature"],
+        expected.as_str(),
+        "signed with the authorizer's ticket"
+    );
+
+    // The list never shows a refresh token.
+    assert_eq!(
+        listed_authorizers(&server).await,
+        ["wxauthorizer1", "wxauthorizer2"]
+    );
+    let (_, shown) = get(&server, &format!("/v1/components/{PLATFORM}/authorizers")).await;
+    let list = wechat_list(&sim, &component).await;
+    for item in list["list"].as_array().unwrap() {
+        let refresh_token = item["refresh_token"].as_str().unwrap();
+        assert!(!shown.to_string().contains(refresh_token), "{shown}");
+    }
+
+    // Each force refresh rotates the refresh token; SIGKILL right after one.
+    let rotated = force_refresh(&server, &format!("{PLATFORM}.wxauthorizer1"), &tokens[0]).await;
+    assert!(sim.token_valid(&rotated).await);
+    server.kill_9();
+    let server = Server::start(&config).await;
+    for (appid, old) in [("wxauthorizer1", &rotated), ("wxauthorizer2", &tokens[1])] {
+        let app = format!("{PLATFORM}.{appid}");
+        let served = valid_token(&sim, &server, &app, "access_token").await;
+        let fresh = force_refresh(&server, &app, &served).await;
+        assert!(
+            sim.token_valid(&fresh).await,
+            "{app} refreshed after the restart"
+        );
+        assert_ne!(&fresh, old);
+    }
+
+    // A push that does not open changes nothing.
+    let (status, text) = post_event(
+        &server,
+        "timestamp=1&nonce=2&msg_signature=0000&encrypt_type=aes",
+        "<xml><AppId><![CDATA[x]]></AppId><Encrypt><![CDATA[AAAA]]></Encrypt></xml>",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+
+    // Revoked: no longer served, no longer listed.
+    let revoked = sim_admin(
+        &sim,
+        "/sim/component/unauthorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxauthorizer2", "url": events_url(&server)}),
+    )
+    .await;
+    assert_eq!(revoked["reply"], "success", "{revoked}");
+    let (status, _) = get(
+        &server,
+        &format!("/v1/tokens/{PLATFORM}.wxauthorizer2/access_token"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(listed_authorizers(&server).await, ["wxauthorizer1"]);
+    assert_every_authorizer_call_worked(&sim).await;
+}
+
+#[tokio::test]
+async fn a_cluster_of_three_on_redis_agrees_on_tickets_authorizers_and_rotations() {
+    let sim = TestSim::start(SimConfig {
+        component_rotate_every: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\nencryption_key = \"{KEY}\"",
+        redis.url()
+    );
+    let config = write_config(dir.path(), &store, &sim);
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(Server::start(&config).await);
+    }
+
+    // The ticket reaches one instance, the authorisation another; all three serve.
+    push_ticket(&sim, &servers[0]).await;
+    let component = valid_token(&sim, &servers[2], PLATFORM, "component_access_token").await;
+    authorize(&sim, &servers[1], "wxclustered").await;
+    let app = format!("{PLATFORM}.wxclustered");
+    let first = valid_token(&sim, &servers[0], &app, "access_token").await;
+    for server in &servers {
+        wait_until(
+            "every instance serves the same authorizer token",
+            WAIT,
+            || async {
+                token(server, &app, "access_token").await.as_deref() == Some(first.as_str())
+            },
+        )
+        .await;
+        assert_eq!(
+            token(server, PLATFORM, "component_access_token")
+                .await
+                .as_deref(),
+            Some(component.as_str())
+        );
+    }
+    // Redis holds no refresh token in the clear.
+    let dump = redis.cli(&["--scan"]).await;
+    let list = wechat_list(&sim, &component).await;
+    let refresh_token = list["list"][0]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for key in dump.lines() {
+        let kind = redis.cli(&["type", key]).await;
+        let content = match kind.trim() {
+            "string" => redis.cli(&["get", key]).await,
+            "hash" => redis.cli(&["hgetall", key]).await,
+            "zset" => redis.cli(&["zrange", key, "0", "-1"]).await,
+            "list" => redis.cli(&["lrange", key, "0", "-1"]).await,
+            _ => String::new(),
+        };
+        assert!(
+            !content.contains(&refresh_token),
+            "{key} holds the refresh token"
+        );
+    }
+
+    // A rotation by one instance, which is then killed: the others refresh with the
+    // rotated refresh token.
+    let rotated = force_refresh(&servers[2], &app, &first).await;
+    servers.pop().unwrap().kill_9();
+    let again = force_refresh(&servers[0], &app, &rotated).await;
+    assert!(sim.token_valid(&again).await);
+    for server in &servers {
+        wait_until("the instances agree after the rotation", WAIT, || async {
+            token(server, &app, "access_token").await.as_deref() == Some(again.as_str())
+        })
+        .await;
+    }
+
+    // Revoked through one instance: gone from both.
+    let revoked = sim_admin(
+        &sim,
+        "/sim/component/unauthorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxclustered", "url": events_url(&servers[0])}),
+    )
+    .await;
+    assert_eq!(revoked["reply"], "success", "{revoked}");
+    for server in &servers {
+        wait_until(
+            "the authorizer is gone from every instance",
+            WAIT,
+            || async {
+                get(server, &format!("/v1/tokens/{app}/access_token"))
+                    .await
+                    .0
+                    == StatusCode::NOT_FOUND
+            },
+        )
+        .await;
+    }
+    assert_eq!(
+        sim.stats().await["errors"]["61023"].as_u64().unwrap_or(0),
+        0
+    );
+}
+
+/// Polls `f` every 20 ms until it gives a value; panics after `deadline`.
+async fn poll<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = f().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out after {deadline:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An in-process server with the demo platform on the memory store, not waiting for
+/// readiness (there is no verify ticket until one is pushed).
+async fn in_process(sim: TestSim) -> TestApp {
+    let table = platform_table(&sim);
+    TestApp::start(sim, &config_with(MEMORY_STORE, "", &table)).await
+}
+
+fn app_events(app: &TestApp) -> String {
+    format!("{}/wechat/component/{PLATFORM}/events", app.base)
+}
+
+async fn app_token(app: &TestApp, name: &str, path_app: &str) -> Option<String> {
+    let response = app
+        .client
+        .get(format!("{}/v1/tokens/{path_app}/{name}", app.base))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    if response.status() != StatusCode::OK {
+        return None;
+    }
+    let body: Value = response.json().await.unwrap();
+    body["value"].as_str().map(str::to_owned)
+}
+
+/// The verify ticket the server holds.
+fn held_ticket(app: &TestApp) -> Option<String> {
+    let cred = app
+        .refresher
+        .credential(PLATFORM, "component_verify_ticket")?;
+    let now = app.refresher.clock().now();
+    cred.live_token(now).map(|t| t.value.clone())
+}
+
+#[tokio::test]
+async fn the_newest_verify_ticket_wins_whatever_order_pushes_arrive_in() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let app = in_process(sim.clone()).await;
+    let events = app_events(&app);
+    let push = |body: Value| sim_admin(&sim, "/sim/component/push_ticket", body);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let newer = push(json!({"component_appid": DEMO_COMPONENT_APPID, "url": events, "create_time": now - 10, "ticket": "ticket-newer"})).await;
+    assert_eq!(newer["reply"], "success", "{newer}");
+    assert_eq!(held_ticket(&app).as_deref(), Some("ticket-newer"));
+    // A late, older push (WeChat's retry of an earlier one) is acknowledged, not used.
+    let older = push(json!({"component_appid": DEMO_COMPONENT_APPID, "url": events, "create_time": now - 600, "ticket": "ticket-older"})).await;
+    assert_eq!(older["reply"], "success", "{older}");
+    assert_eq!(held_ticket(&app).as_deref(), Some("ticket-newer"));
+    // The same directly: older is reported as such.
+    let accepted = app
+        .refresher
+        .accept_pushed(
+            PLATFORM,
+            "component_verify_ticket",
+            "ticket-older-2",
+            std::time::UNIX_EPOCH + Duration::from_secs(now - 300),
+        )
+        .await
+        .unwrap();
+    assert_eq!(accepted, wechat_token_server::refresh::Accepted::Older);
+    assert_eq!(held_ticket(&app).as_deref(), Some("ticket-newer"));
+    // A push signed for another platform (another Token and key) is refused.
+    let (status, text) = {
+        let other = wechat_token_server::wxcrypt::MsgCrypt::new(
+            "another-token",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+            DEMO_COMPONENT_APPID,
+        )
+        .unwrap();
+        let inner = format!(
+            "<xml><AppId><![CDATA[{DEMO_COMPONENT_APPID}]]></AppId><CreateTime>{now}</CreateTime><InfoType><![CDATA[component_verify_ticket]]></InfoType><ComponentVerifyTicket><![CDATA[ticket-forged]]></ComponentVerifyTicket></xml>"
+        );
+        let (body, signature) = other.seal(&inner, &now.to_string(), "nonce1", [7; 16]);
+        let response = app
+            .client
+            .post(format!(
+                "{events}?timestamp={now}&nonce=nonce1&encrypt_type=aes&msg_signature={signature}"
+            ))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    };
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(held_ticket(&app).as_deref(), Some("ticket-newer"));
+}
+
+#[tokio::test]
+async fn a_rotation_whose_reply_was_lost_is_recovered_from_wechats_list() {
+    // WeChat rotates the refresh token on every call and the reply of one is lost:
+    // the server holds a dead refresh token and must find the live one.
+    let sim = TestSim::start(SimConfig {
+        component_rotate_every: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let app = in_process(sim.clone()).await;
+    let events = app_events(&app);
+    sim_admin(
+        &sim,
+        "/sim/component/push_ticket",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
+    )
+    .await;
+    sim_admin(
+        &sim,
+        "/sim/component/authorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxlost", "url": events}),
+    )
+    .await;
+    let name = format!("{PLATFORM}.wxlost");
+    let first = poll("the authorizer's token is served", WAIT, || {
+        app_token(&app, "access_token", &name)
+    })
+    .await;
+    sim.fault(
+        "/cgi-bin/component/api_authorizer_token",
+        1,
+        json!({"issue_then_drop": true}),
+    )
+    .await;
+    // The first force refresh meets the lost reply; the server's retry finds its
+    // refresh token refused and reads the live one from WeChat's list.
+    let response = app
+        .client
+        .post(format!(
+            "{}/v1/tokens/{name}/access_token/refresh",
+            app.base
+        ))
+        .bearer_auth(SECRET)
+        .json(&json!({"stale": first}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let fresh = poll(
+        "a new authorizer token is served",
+        Duration::from_secs(30),
+        || async {
+            app_token(&app, "access_token", &name)
+                .await
+                .filter(|t| *t != first)
+        },
+    )
+    .await;
+    assert!(sim.token_valid(&fresh).await, "after {status}: {text}");
+    assert!(
+        sim.calls("/cgi-bin/component/api_get_authorizer_list")
+            .await
+            >= 1
+    );
+}
