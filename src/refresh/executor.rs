@@ -575,7 +575,7 @@ async fn fetch_with_deps(
         let token = match dep.live_token(now) {
             Some(token) => token,
             None if dep.source.pushed => {
-                refresher.request_push(&dep).await;
+                refresher.spawn_request_push(dep);
                 return Err(missing());
             }
             None => refresher.ask(&dep, Trigger::Dependency, None).await?.0,
@@ -599,7 +599,7 @@ async fn fetch_with_deps(
     {
         // The pushed value is no longer accepted: WeChat is asked for a newer one.
         for dep in deps.iter().filter(|d| d.cred.source.pushed) {
-            refresher.request_push(&dep.cred).await;
+            refresher.spawn_request_push(dep.cred.clone());
         }
     }
     if errcode(&result) == Some(REFRESH_TOKEN_INVALID)

@@ -150,6 +150,13 @@ impl Refresher {
         }
     }
 
+    /// [`request_push`](Self::request_push) in the background: the refresh that found
+    /// the value missing fails at once instead of waiting for WeChat's answer.
+    pub(super) fn spawn_request_push(self: &Arc<Self>, cred: Arc<Credential>) {
+        let refresher = self.clone();
+        tokio::spawn(async move { refresher.request_push(&cred).await });
+    }
+
     /// Asks WeChat to push `cred`'s value now, unless asked within
     /// [`PUSH_REQUEST_SPACING`]. The answer comes later, at the event endpoint.
     pub(super) async fn request_push(&self, cred: &Credential) {
@@ -180,8 +187,7 @@ impl Refresher {
         let now = self.clock.now();
         for cred in self.credentials() {
             if cred.source.pushed && cred.live_token(now).is_none() {
-                let refresher = self.clone();
-                tokio::spawn(async move { refresher.request_push(&cred).await });
+                self.spawn_request_push(cred);
             }
         }
     }

@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 
 use crate::apps::{self, closed_port, config, four_apps, value};
 use crate::helpers::{SECRET, TestApp};
+use wechat_token_server::simulator::{
+    DEMO_COMPONENT_AES_KEY, DEMO_COMPONENT_APPID, DEMO_COMPONENT_SECRET, DEMO_COMPONENT_TOKEN,
+};
 
 const DOC: &str = include_str!("../../openapi/v1.json");
 const OTHER: &str = "other-app-key-0123456789";
@@ -140,6 +143,28 @@ secret = "down_secret"
 tickets = ["jsapi"]
 api_base = "http://127.0.0.1:{down}"
 
+[apps.platform]
+platform = "component"
+component_appid = "{component_appid}"
+component_appsecret = "{component_secret}"
+token = "{component_token}"
+encoding_aes_key = "{component_key}"
+api_base = "http://{sim_addr}"
+
+[apps.deadplat]
+platform = "component"
+component_appid = "wx_dead_component"
+component_appsecret = "dead_secret"
+token = "dead_token"
+encoding_aes_key = "{component_key}"
+api_base = "http://127.0.0.1:{down}"
+
+[apps."platform.wxtaken"]
+platform = "mp"
+appid = "wxtaken"
+secret = "taken_secret"
+api_base = "http://127.0.0.1:{down}"
+
 [clients.other]
 key = "{OTHER}"
 apps = ["hr"]
@@ -151,7 +176,12 @@ apps = "*"
 tokens = "*"
 networks = ["10.0.0.0/8"]
 "#,
-        four_apps(sim.addr)
+        four_apps(sim.addr),
+        component_appid = DEMO_COMPONENT_APPID,
+        component_secret = DEMO_COMPONENT_SECRET,
+        component_token = DEMO_COMPONENT_TOKEN,
+        component_key = DEMO_COMPONENT_AES_KEY,
+        sim_addr = sim.addr,
     ));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
@@ -164,6 +194,7 @@ networks = ["10.0.0.0/8"]
         apps::wait_served(&app, a, n).await;
     }
     let stale = value(&app, "shop", "access_token").await;
+    open_platform_ready(&app).await;
 
     const TOKEN: &str = "/v1/tokens/{app}/{name}";
     const REFRESH: &str = "/v1/tokens/{app}/{name}/refresh";
@@ -424,9 +455,255 @@ networks = ["10.0.0.0/8"]
         case(delete.clone(), APP, 401, "/v1/apps/reg", None, None),
         case(delete.clone(), APP, 403, "/v1/apps/reg", Some(OTHER), None),
         case(delete.clone(), APP, 404, "/v1/apps/reg", Some(SECRET), None),
-        case(delete, APP, 409, "/v1/apps/shop", Some(SECRET), None),
+        case(
+            delete.clone(),
+            APP,
+            409,
+            "/v1/apps/shop",
+            Some(SECRET),
+            None,
+        ),
     ];
-    let cases: Vec<Case> = cases.into_iter().chain(registry_cases).collect();
+    const PREAUTH: &str = "/v1/components/{app}/preauthcode";
+    const AUTHORIZERS: &str = "/v1/components/{app}/authorizers";
+    const AUTHORIZER: &str = "/v1/components/{app}/authorizers/{appid}";
+    const SYNC: &str = "/v1/components/{app}/sync";
+    let back = json!({"redirect_uri": "https://shop.example.com/authorised", "auth_type": 3});
+    let imported = json!({"refresh_token": "refresh-token-from-elsewhere"});
+    let authorizer = "/v1/components/platform/authorizers/wximported";
+    // The 502s first: each meets the one fault queued on its endpoint.
+    let component_cases = [
+        case(
+            post.clone(),
+            PREAUTH,
+            502,
+            "/v1/components/platform/preauthcode",
+            Some(SECRET),
+            Some(back.clone()),
+        ),
+        case(
+            post.clone(),
+            PREAUTH,
+            200,
+            "/v1/components/platform/preauthcode",
+            Some(SECRET),
+            Some(back.clone()),
+        ),
+        case(
+            post.clone(),
+            PREAUTH,
+            400,
+            "/v1/components/platform/preauthcode",
+            Some(SECRET),
+            Some(json!({"redirect_uri": "ftp://x"})),
+        ),
+        case(
+            post.clone(),
+            PREAUTH,
+            401,
+            "/v1/components/platform/preauthcode",
+            None,
+            Some(back.clone()),
+        ),
+        case(
+            post.clone(),
+            PREAUTH,
+            403,
+            "/v1/components/platform/preauthcode",
+            Some(OTHER),
+            Some(back.clone()),
+        ),
+        case(
+            post.clone(),
+            PREAUTH,
+            404,
+            "/v1/components/shop/preauthcode",
+            Some(SECRET),
+            Some(back.clone()),
+        ),
+        case(
+            post.clone(),
+            PREAUTH,
+            503,
+            "/v1/components/deadplat/preauthcode",
+            Some(SECRET),
+            Some(back),
+        ),
+        case(
+            get.clone(),
+            AUTHORIZERS,
+            200,
+            "/v1/components/platform/authorizers?limit=10",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            get.clone(),
+            AUTHORIZERS,
+            400,
+            "/v1/components/platform/authorizers?limit=0",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            get.clone(),
+            AUTHORIZERS,
+            401,
+            "/v1/components/platform/authorizers",
+            None,
+            None,
+        ),
+        case(
+            get.clone(),
+            AUTHORIZERS,
+            403,
+            "/v1/components/platform/authorizers",
+            Some(OTHER),
+            None,
+        ),
+        case(
+            get.clone(),
+            AUTHORIZERS,
+            404,
+            "/v1/components/nope/authorizers",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            put.clone(),
+            AUTHORIZER,
+            201,
+            authorizer,
+            Some(SECRET),
+            Some(imported.clone()),
+        ),
+        case(
+            put.clone(),
+            AUTHORIZER,
+            200,
+            authorizer,
+            Some(SECRET),
+            Some(imported.clone()),
+        ),
+        case(
+            put.clone(),
+            AUTHORIZER,
+            400,
+            authorizer,
+            Some(SECRET),
+            Some(json!({})),
+        ),
+        case(
+            put.clone(),
+            AUTHORIZER,
+            401,
+            authorizer,
+            None,
+            Some(imported.clone()),
+        ),
+        case(
+            put.clone(),
+            AUTHORIZER,
+            403,
+            authorizer,
+            Some(OTHER),
+            Some(imported.clone()),
+        ),
+        case(
+            put.clone(),
+            AUTHORIZER,
+            404,
+            "/v1/components/nope/authorizers/wx1",
+            Some(SECRET),
+            Some(imported.clone()),
+        ),
+        case(
+            put.clone(),
+            AUTHORIZER,
+            409,
+            "/v1/components/platform/authorizers/wxtaken",
+            Some(SECRET),
+            Some(imported),
+        ),
+        case(
+            delete.clone(),
+            AUTHORIZER,
+            204,
+            authorizer,
+            Some(SECRET),
+            None,
+        ),
+        case(delete.clone(), AUTHORIZER, 401, authorizer, None, None),
+        case(
+            delete.clone(),
+            AUTHORIZER,
+            403,
+            authorizer,
+            Some(OTHER),
+            None,
+        ),
+        case(
+            delete.clone(),
+            AUTHORIZER,
+            404,
+            authorizer,
+            Some(SECRET),
+            None,
+        ),
+        case(
+            post.clone(),
+            SYNC,
+            502,
+            "/v1/components/platform/sync",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            post.clone(),
+            SYNC,
+            200,
+            "/v1/components/platform/sync",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            post.clone(),
+            SYNC,
+            401,
+            "/v1/components/platform/sync",
+            None,
+            None,
+        ),
+        case(
+            post.clone(),
+            SYNC,
+            403,
+            "/v1/components/platform/sync",
+            Some(OTHER),
+            None,
+        ),
+        case(
+            post.clone(),
+            SYNC,
+            404,
+            "/v1/components/nope/sync",
+            Some(SECRET),
+            None,
+        ),
+        case(
+            post.clone(),
+            SYNC,
+            503,
+            "/v1/components/deadplat/sync",
+            Some(SECRET),
+            None,
+        ),
+    ];
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .chain(registry_cases)
+        .chain(component_cases)
+        .collect();
 
     // Every documented (path, method, status) has a case, and every case is documented.
     let mut documented = BTreeSet::new();
@@ -589,6 +866,48 @@ async fn the_jssdk_url_is_declared_with_the_rule_the_server_applies() {
             StatusCode::BAD_REQUEST
         };
         assert_eq!(response.status(), expected, "url {page:?}");
+    }
+}
+
+/// The platform has its verify ticket, its component token and one authorizer; the
+/// next preauthcode and authorizer-list calls meet a WeChat error (the 502 cases).
+async fn open_platform_ready(app: &TestApp) {
+    let events = format!("{}/wechat/component/platform/events", app.base);
+    for (admin, body) in [
+        (
+            "push_ticket",
+            json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
+        ),
+        (
+            "authorize",
+            json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxopenapi", "url": events}),
+        ),
+    ] {
+        let pushed: Value = app
+            .sim
+            .client
+            .post(app.sim.url(&format!("/sim/component/{admin}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(pushed["reply"], "success", "{admin}: {pushed}");
+    }
+    apps::wait_served(app, "platform.wxopenapi", "access_token").await;
+    for endpoint in [
+        "/cgi-bin/component/api_create_preauthcode",
+        "/cgi-bin/component/api_get_authorizer_list",
+    ] {
+        app.sim
+            .fault(
+                endpoint,
+                1,
+                json!({"errcode": 61003, "errmsg": "component is not authorized"}),
+            )
+            .await;
     }
 }
 
