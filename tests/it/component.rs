@@ -594,3 +594,139 @@ async fn a_rotation_whose_reply_was_lost_is_recovered_from_wechats_list() {
             >= 1
     );
 }
+
+/// How many authorizers the scale test registers on one platform.
+const MANY: usize = 1_000;
+
+#[tokio::test]
+async fn a_thousand_authorizers_are_imported_by_sync_served_and_restored_without_a_call() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    // Authorised on WeChat's side while the server was away: the pushes go nowhere,
+    // and `sync` is how the server learns of them.
+    let nowhere = format!(
+        "http://127.0.0.1:{}/events",
+        crate::apps::closed_port().await
+    );
+    for i in 0..MANY {
+        let response = sim
+            .client
+            .post(sim.url("/sim/component/authorize"))
+            .json(&json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": format!("wxmany{i:04}"), "url": nowhere}))
+            .send()
+            .await
+            .unwrap();
+        // The authorizer exists; only the push failed.
+        assert_ne!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "backend = \"embedded\"\npath = \"{}\"",
+        dir.path().join("data").display()
+    );
+    let config = write_config(dir.path(), &store, &sim);
+    let server = Server::start(&config).await;
+    push_ticket(&sim, &server).await;
+    valid_token(&sim, &server, PLATFORM, "component_access_token").await;
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/components/{PLATFORM}/sync", server.base))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let summary: Value = response.json().await.unwrap();
+    assert_eq!(summary["created"], MANY, "{summary}");
+    let ready = |server: &Server| {
+        let url = format!("{}/readyz", server.base);
+        async move {
+            reqwest::get(url)
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        }
+    };
+    wait_until(
+        "every authorizer token is served",
+        Duration::from_secs(120),
+        || ready(&server),
+    )
+    .await;
+    // Every page of the list, never a refresh token.
+    let mut seen = 0;
+    let mut after = String::new();
+    loop {
+        let (status, page) = get(
+            &server,
+            &format!("/v1/components/{PLATFORM}/authorizers?limit=1000&after={after}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen += page["authorizers"].as_array().unwrap().len();
+        assert!(!page.to_string().contains("refresh_token"));
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, MANY);
+    let sample = format!("{PLATFORM}.wxmany0999");
+    valid_token(&sim, &server, &sample, "jsapi_ticket").await;
+
+    // A restart serves them all from the store, with no call to WeChat.
+    const TOKEN_CALL: &str = "/cgi-bin/component/api_authorizer_token";
+    let calls = sim.calls(TOKEN_CALL).await;
+    assert_eq!(calls, MANY as u64, "one token call per authorizer");
+    server.kill_9();
+    let server = Server::start(&config).await;
+    wait_until(
+        "the restart serves every token",
+        Duration::from_secs(30),
+        || ready(&server),
+    )
+    .await;
+    assert_eq!(sim.calls(TOKEN_CALL).await, calls);
+    valid_token(&sim, &server, &sample, "access_token").await;
+}
+
+#[tokio::test]
+async fn a_fresh_start_asks_wechat_to_push_a_ticket_and_an_update_keeps_the_authorizer() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    // WeChat knows the platform's event URL (the console's setting) before the server
+    // ever ran.
+    let port = crate::redis_server::free_port();
+    let events = format!("http://127.0.0.1:{port}/wechat/component/{PLATFORM}/events");
+    sim_admin(
+        &sim,
+        "/sim/component/url",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_with(MEMORY_STORE, "", &platform_table(&sim)).replace(
+        "bind = \"127.0.0.1:0\"",
+        &format!("bind = \"127.0.0.1:{port}\""),
+    );
+    let config = dir.path().join("platform.toml");
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&config).await;
+    // No push was sent by hand: the server asked for it.
+    valid_token(&sim, &server, PLATFORM, "component_access_token").await;
+    assert_eq!(
+        sim.calls("/cgi-bin/component/api_start_push_ticket").await,
+        1
+    );
+
+    authorize(&sim, &server, "wxupdated").await;
+    let app = format!("{PLATFORM}.wxupdated");
+    let before = valid_token(&sim, &server, &app, "access_token").await;
+    let updated = sim_admin(
+        &sim,
+        "/sim/component/authorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxupdated", "url": events, "update": true}),
+    )
+    .await;
+    assert_eq!(updated["reply"], "success", "{updated}");
+    assert_eq!(listed_authorizers(&server).await, ["wxupdated"]);
+    let fresh = force_refresh(&server, &app, &before).await;
+    assert!(sim.token_valid(&fresh).await);
+}
