@@ -237,6 +237,17 @@ async fn push_authorize_rotate_sigkill_and_unauthorize_with_the_binary() {
     .await
     .unwrap();
     assert!(seed.contains(&tokens[0]), "{seed}");
+    // And WeChat's own token endpoint, by the authorizer's appid, with our key.
+    let facade: Value = reqwest::get(format!(
+        "{}/cgi-bin/token?grant_type=client_credential&appid=wxauthorizer1&secret={SECRET}",
+        server.base
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(facade["access_token"], tokens[0].as_str(), "{facade}");
     let (status, signature) = get(
         &server,
         &format!("/v1/jssdk/{PLATFORM}.wxauthorizer1/signature?url=https://shop.example/page"),
