@@ -83,7 +83,19 @@ pub async fn events(
         }
         Err(error) => return plain(error.status(), format!("{}\n", error.body_text())),
     };
-    match state.platforms.handle_event(&name, &signed, &body).await {
+    // Run to the end whatever becomes of the connection (WeChat gives up after 5 s;
+    // a shutdown's deadline closes connections): an authorisation code exchanged and
+    // not yet saved must not be dropped halfway with the request.
+    let platforms = state.platforms.clone();
+    let app = name.clone();
+    let handled = tokio::spawn(async move { platforms.handle_event(&app, &signed, &body).await })
+        .await
+        .unwrap_or_else(|e| {
+            Err(Error::Unavailable(format!(
+                "the event's handling failed: {e}"
+            )))
+        });
+    match handled {
         Ok(handled) => {
             tracing::debug!(app = %name, ?handled, "component event handled");
             plain(StatusCode::OK, "success".into())

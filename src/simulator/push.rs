@@ -17,8 +17,9 @@ use super::component::{AUTH_CODE_LIFE, authorizer_owner};
 use super::state::Kind;
 use crate::wxcrypt::{Fields, KeyError, MsgCrypt, to_xml};
 
-/// How long a push waits for the receiver's answer.
-pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a push waits for the receiver's answer: WeChat's own 5 s, after which it
+/// gives up on that delivery.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A push that was delivered (whatever the receiver answered).
 #[derive(Debug, Clone, PartialEq, Eq)]

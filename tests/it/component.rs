@@ -741,3 +741,46 @@ async fn a_fresh_start_asks_wechat_to_push_a_ticket_and_an_update_keeps_the_auth
     let fresh = force_refresh(&server, &app, &before).await;
     assert!(sim.token_valid(&fresh).await);
 }
+
+#[tokio::test]
+async fn an_authorisation_is_registered_even_when_wechat_stops_waiting_for_the_answer() {
+    // api_query_auth answers after WeChat's 5 s push timeout: WeChat closes the
+    // connection, and the code it exchanged must not be lost with it.
+    let sim = TestSim::start(SimConfig::default()).await;
+    let app = in_process(sim.clone()).await;
+    let events = app_events(&app);
+    sim_admin(
+        &sim,
+        "/sim/component/push_ticket",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
+    )
+    .await;
+    sim.fault(
+        "/cgi-bin/component/api_query_auth",
+        1,
+        json!({"delay_ms": 6000}),
+    )
+    .await;
+    let response = sim
+        .client
+        .post(sim.url("/sim/component/authorize"))
+        .json(&json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxslow", "url": events}))
+        .send()
+        .await
+        .unwrap();
+    let pushed: Value = response.json().await.unwrap();
+    assert_ne!(pushed["reply"], "success", "the push timed out: {pushed}");
+    let name = format!("{PLATFORM}.wxslow");
+    let token = poll("the authorizer is registered and served", WAIT, || {
+        app_token(&app, "access_token", &name)
+    })
+    .await;
+    assert!(sim.token_valid(&token).await);
+    // Exchanged once: no second look-up in WeChat's list was needed.
+    assert_eq!(sim.calls("/cgi-bin/component/api_query_auth").await, 1);
+    assert_eq!(
+        sim.calls("/cgi-bin/component/api_get_authorizer_list")
+            .await,
+        0
+    );
+}
