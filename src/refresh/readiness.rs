@@ -36,6 +36,10 @@ impl Refresher {
                 .map(|(error, _)| format!(" (last error: {error})"))
                 .unwrap_or_default();
             match cred.live_token(now) {
+                None if cred.source.pushed => problems.push(format!(
+                    "{key}: not pushed yet: WeChat pushes it to the platform's event URL (/wechat/component/{}/events) every 10 minutes, and was asked to push one now; check the console's authorisation-event URL and that it reaches this instance",
+                    key.app
+                )),
                 None => problems.push(format!("{key}: no token with life left{last_error}")),
                 Some(token) if token.remaining(now) < ready_margin(token.lifetime()) => {
                     problems.push(format!(

@@ -486,6 +486,14 @@ fn held_ticket(app: &TestApp) -> Option<String> {
 async fn the_newest_verify_ticket_wins_whatever_order_pushes_arrive_in() {
     let sim = TestSim::start(SimConfig::default()).await;
     let app = in_process(sim.clone()).await;
+    let (status, readiness) = app.readiness().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        readiness
+            .to_string()
+            .contains("component_verify_ticket: not pushed yet"),
+        "{readiness}"
+    );
     let events = app_events(&app);
     let push = |body: Value| sim_admin(&sim, "/sim/component/push_ticket", body);
     let now = std::time::SystemTime::now()
