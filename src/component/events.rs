@@ -101,6 +101,16 @@ impl Platforms {
             "authorized" | "updateauthorized" => self.authorized(&component, &fields).await?,
             "unauthorized" => {
                 let appid = required(&fields, "AuthorizerAppid")?;
+                let created = create_time(&fields)?;
+                if let Some(at) = self.authorized_at(name, appid).await
+                    && created < at
+                {
+                    // A replayed or late push: the merchant authorised again since.
+                    tracing::warn!(app = %name, authorizer = appid, created, authorized_at = at, "an unauthorized push older than the last authorisation was ignored (replayed or late)");
+                    return Ok(Handled::Ignored(
+                        "unauthorized (older than the last authorisation)".into(),
+                    ));
+                }
                 match self.delete_authorizer(name, appid).await {
                     Ok(()) | Err(Error::Registry(crate::registry::Error::NotFound(_))) => {}
                     Err(error) => return Err(error),
@@ -122,16 +132,9 @@ impl Platforms {
         fields: &Fields,
     ) -> Result<Handled, Error> {
         let ticket = required(fields, "ComponentVerifyTicket")?;
-        let created = required(fields, "CreateTime")?;
-        let created = created
-            .parse::<u64>()
-            .ok()
-            .and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "CreateTime {created:?} is not a Unix time in seconds"
-                ))
-            })?;
+        let created = SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_secs(create_time(fields)?))
+            .ok_or_else(|| Error::Invalid("CreateTime is out of range".into()))?;
         let accepted = self
             .refresher
             .accept_pushed(&component.name, VERIFY_TICKET, ticket, created)
@@ -171,8 +174,9 @@ impl Platforms {
                     .ok_or(error)?
             }
         };
+        let created = create_time(fields)?;
         let (put, _) = self
-            .put_authorizer(&component.name, appid, &refresh_token)
+            .register(&component.name, appid, &refresh_token, Some(created))
             .await?;
         tracing::info!(app = %component.name, authorizer = appid, outcome = ?put, "authorizer registered from an authorisation event");
         Ok(Handled::Authorized(appid.to_owned()))
@@ -209,6 +213,15 @@ impl Platforms {
             )),
         }
     }
+}
+
+/// The push's CreateTime, Unix seconds by WeChat's clock.
+fn create_time(fields: &Fields) -> Result<u64, Error> {
+    let text = required(fields, "CreateTime")?;
+    text.parse::<u64>()
+        .ok()
+        .filter(|secs| *secs < 1 << 40)
+        .ok_or_else(|| Error::Invalid(format!("CreateTime {text:?} is not a Unix time in seconds")))
 }
 
 fn required<'a>(fields: &'a Fields, name: &str) -> Result<&'a str, Error> {

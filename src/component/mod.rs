@@ -16,10 +16,11 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::config::component::ComponentConfig;
+use crate::config::component::{ComponentConfig, REFRESH_TOKEN};
 use crate::held::HeldValue;
 use crate::refresh::HeldStore;
 use crate::refresh::{Origin, Refresher};
+use crate::registry::spec::AUTHORIZED_AT;
 use crate::registry::{self, Put, Registry};
 use api::ComponentApi;
 
@@ -136,18 +137,56 @@ impl Platforms {
         appid: &str,
         refresh_token: &str,
     ) -> Result<(Put, Value), Error> {
+        self.register(name, appid, refresh_token, None).await
+    }
+
+    /// Registers the authorizer `appid` with `refresh_token`; `authorized_at` is the
+    /// CreateTime of the `authorized` push that gave it (kept from before when none).
+    pub(crate) async fn register(
+        &self,
+        name: &str,
+        appid: &str,
+        refresh_token: &str,
+        authorized_at: Option<u64>,
+    ) -> Result<(Put, Value), Error> {
         let component = self.component(name)?;
-        let definition = json!({
+        let app = component.authorizer_app(appid);
+        // The refresh token held already (WeChat's list and a re-authorisation give
+        // it again): nothing to store, and the previous one kept after a rotation
+        // stays.
+        let current = self.registry.get(&app).await;
+        let known_at = current
+            .as_ref()
+            .and_then(|c| c.get(AUTHORIZED_AT))
+            .and_then(Value::as_u64);
+        let authorized_at = authorized_at.max(known_at);
+        if let Some(entry) = self.refresher.app(&app)
+            && entry.config.authorizer_of.as_deref() == Some(name)
+            && let Some(held) = entry.config.held(REFRESH_TOKEN)
+            && *held.current() == refresh_token
+            && authorized_at == known_at
+            && let Some(shown) = current
+        {
+            return Ok((Put::Unchanged, authorizer_shown(appid, shown)));
+        }
+        let mut definition = json!({
             "platform": registry::spec::AUTHORIZER,
             "component": name,
             "authorizer_appid": appid,
             "refresh_token": refresh_token,
         });
-        let (put, shown) = self
-            .registry
-            .put(&component.authorizer_app(appid), definition)
-            .await?;
+        if let Some(at) = authorized_at {
+            definition[AUTHORIZED_AT] = json!(at);
+        }
+        let (put, shown) = self.registry.put(&app, definition).await?;
         Ok((put, authorizer_shown(appid, shown)))
+    }
+
+    /// When the authorizer `appid` was last authorised, by WeChat's clock (Unix
+    /// seconds), if a push said so.
+    pub(crate) async fn authorized_at(&self, name: &str, appid: &str) -> Option<u64> {
+        let app = self.component(name).ok()?.authorizer_app(appid);
+        self.registry.get(&app).await?.get(AUTHORIZED_AT)?.as_u64()
     }
 
     /// Removes the authorizer `appid`: no longer served, its tokens deleted.

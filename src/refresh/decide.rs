@@ -396,7 +396,18 @@ pub fn next_due(f: &Facts, jitter: f64) -> Duration {
         // the token is not due, notices the fix within this delay.
         return s.needs_person_retry_delay.saturating_sub(f.since_failure);
     }
+    let waits_for_push = f.last_failure.is_some_and(|(error, _)| {
+        matches!(
+            error,
+            RefreshError::Upstream(crate::upstream::Error::Dependency(_))
+        )
+    });
     let wait = match live {
+        // A token it needs is missing (a verify ticket not pushed yet): its arrival
+        // starts this refresh at once (`pushed.rs`), so trying again only backs off.
+        None if waits_for_push => {
+            backoff(f.failures, s.min_retry_delay, s.max_retry_delay).mul_f64(jitter)
+        }
         // Nothing to serve: every moment counts.
         None => s.min_retry_delay.mul_f64(jitter),
         Some(t) => {

@@ -187,6 +187,30 @@ async fn a_failure_for_a_missing_dependency_has_no_cooldown() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn waiting_for_a_pushed_value_backs_off_while_other_failures_retry_at_once() {
+    let now = SystemTime::now();
+    let s = settings();
+    let missing = RefreshError::Upstream(upstream::Error::Dependency(
+        "component_verify_ticket".into(),
+    ));
+    let busy = RefreshError::Upstream(upstream::Error::WeChat {
+        errcode: -1,
+        errmsg: "busy".into(),
+    });
+    let mut f = facts(now, None, &s);
+    f.failures = 6;
+    f.last_failure = Some((&missing, Duration::ZERO));
+    assert!(
+        next_due(&f, 1.0) >= s.min_retry_delay * 16,
+        "{:?}",
+        next_due(&f, 1.0)
+    );
+    assert!(next_due(&f, 1.0) <= s.max_retry_delay);
+    f.last_failure = Some((&busy, Duration::ZERO));
+    assert_eq!(next_due(&f, 1.0), s.min_retry_delay);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_call_that_may_replace_the_token_is_announced_under_the_lease_and_the_journal() {
     let now = SystemTime::now();
     let (s, t) = (settings(), token(now, 600, 6000));

@@ -22,6 +22,9 @@ pub const PUSHED_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// minutes on its own, and asking more often only spends its quota.
 pub const PUSH_REQUEST_SPACING: Duration = Duration::from_secs(60);
 
+/// How far ahead of ours WeChat's clock (a push's CreateTime) is believed.
+const MAX_PUSH_CLOCK_LEAD: Duration = Duration::from_secs(3600);
+
 /// What became of a pushed value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
@@ -67,18 +70,20 @@ impl Refresher {
             return Err(PushError::Unusable);
         }
         let now = self.clock.now();
-        // A clock ahead of ours must not make a record that looks refreshed in the
-        // future (such records are not served).
+        // The version is WeChat's CreateTime as sent, so that pushes keep their order
+        // even when WeChat's clock runs ahead of ours; the record's times are capped
+        // at our clock (a record that looks refreshed in the future is not served).
+        // A CreateTime more than an hour ahead is taken as an hour ahead: one wrong
+        // clock must not pin the ticket against every later push.
+        let version = unix_millis(created.min(now + MAX_PUSH_CLOCK_LEAD));
         let created = created.min(now);
-        let created_ms = unix_millis(created);
         let record = StoredToken {
             app: app.to_owned(),
             name: name.to_owned(),
             value: value.to_owned(),
             expires_at_ms: unix_millis(created + PUSHED_LIFETIME),
-            refreshed_at_ms: created_ms,
-            // Milliseconds of the push's CreateTime: later pushes have higher versions.
-            version: created_ms,
+            refreshed_at_ms: unix_millis(created),
+            version,
             pending_since_ms: None,
             announced: true,
             generation: cred.generation.clone(),

@@ -19,6 +19,11 @@ pub const AUTHORIZER: &str = "authorizer";
 /// left out of its generation, so a rotation is not a new definition.
 const HELD_KEYS: [&str; 2] = ["refresh_token", "previous_refresh_token"];
 
+/// When WeChat last authorised the authorizer (the `authorized` push's CreateTime,
+/// Unix seconds): an `unauthorized` push older than it is a replay or late, and
+/// is ignored. Not part of the generation either.
+pub const AUTHORIZED_AT: &str = "authorized_at";
+
 /// The Open Platform apps by name, for authorizers' definitions.
 pub type Components<'a> = &'a dyn Fn(&str) -> Option<Arc<ComponentConfig>>;
 
@@ -75,6 +80,14 @@ fn parse_authorizer(
         |key: &str| text(key).ok_or_else(|| Invalid(format!("{key}: missing, or not a string")));
     let platform = required("component")?;
     let appid = required("authorizer_appid")?;
+    if definition
+        .get(AUTHORIZED_AT)
+        .is_some_and(|v| v.as_u64().is_none())
+    {
+        return Err(Invalid(format!(
+            "{AUTHORIZED_AT}: must be a Unix time in seconds"
+        )));
+    }
     let component = components(platform).ok_or_else(|| {
         Invalid(format!(
             "component: no Open Platform app {platform:?} (platform = \"component\") in the config file"
@@ -119,8 +132,8 @@ pub fn generation(definition: &Value) -> String {
     use sha2::{Digest, Sha256};
     let mut identity = definition.clone();
     if let Value::Object(fields) = &mut identity {
-        for key in HELD_KEYS {
-            fields.remove(key);
+        for key in HELD_KEYS.iter().chain([&AUTHORIZED_AT]) {
+            fields.remove(*key);
         }
     }
     let digest = Sha256::digest(identity.to_string().as_bytes());

@@ -64,6 +64,16 @@ pub fn advice(errcode: i64, token_call: bool) -> Option<Advice> {
         ),
         48006 => info("clear_quota was already used 10 times this month"),
         48017 => person("call from a retired IP: update the IP whitelist in the WeChat console"),
+        // Open Platform.
+        61003 => person(
+            "the account no longer authorises this platform (the merchant withdrew, and the unauthorized push was missed): DELETE /v1/components/PLATFORM/authorizers/APPID, or have the merchant authorise again",
+        ),
+        61023 => person(
+            "the authorizer's refresh token is refused, and neither the store nor WeChat's list (api_get_authorizer_list) has another: POST /v1/components/PLATFORM/sync, or have the merchant authorise again",
+        ),
+        61005 | 61006 => info(
+            "the component_verify_ticket is expired or invalid: the server asked WeChat to push a new one (it pushes every 10 minutes)",
+        ),
         _ => None,
     }
 }
@@ -87,7 +97,7 @@ mod tests {
 
     #[test]
     fn the_errors_that_need_a_person_are_flagged() {
-        for code in [40013, 40125, 40164, 48001, 40243] {
+        for code in [40013, 40125, 40164, 48001, 40243, 61003, 61023] {
             assert!(advice(code, true).unwrap().needs_person, "{code}");
             assert!(advice(code, false).unwrap().needs_person, "{code}");
         }

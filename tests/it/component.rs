@@ -792,3 +792,65 @@ async fn an_authorisation_is_registered_even_when_wechat_stops_waiting_for_the_a
         0
     );
 }
+
+/// Seals `inner` as the demo component's push and posts it to `events`.
+async fn post_sealed(client: &reqwest::Client, events: &str, inner: &str) -> (StatusCode, String) {
+    let crypt = wechat_token_server::wxcrypt::MsgCrypt::new(
+        DEMO_COMPONENT_TOKEN,
+        DEMO_COMPONENT_AES_KEY,
+        DEMO_COMPONENT_APPID,
+    )
+    .unwrap();
+    let (body, signature) = crypt.seal(inner, "1700000000", "replaynonce", [3; 16]);
+    let response = client
+        .post(format!(
+            "{events}?timestamp=1700000000&nonce=replaynonce&encrypt_type=aes&msg_signature={signature}"
+        ))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn an_unauthorized_push_older_than_the_last_authorisation_is_ignored() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let app = in_process(sim.clone()).await;
+    let events = app_events(&app);
+    sim_admin(
+        &sim,
+        "/sim/component/push_ticket",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
+    )
+    .await;
+    sim_admin(
+        &sim,
+        "/sim/component/authorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxreplayed", "url": events}),
+    )
+    .await;
+    let name = format!("{PLATFORM}.wxreplayed");
+    poll("the authorizer is served", WAIT, || {
+        app_token(&app, "access_token", &name)
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let unauthorized = |created: u64| {
+        format!(
+            "<xml><AppId><![CDATA[{DEMO_COMPONENT_APPID}]]></AppId><CreateTime>{created}</CreateTime><InfoType><![CDATA[unauthorized]]></InfoType><AuthorizerAppid><![CDATA[wxreplayed]]></AuthorizerAppid></xml>"
+        )
+    };
+    // An earlier withdrawal, delivered again (replayed, or WeChat's late retry): the
+    // merchant authorised after it, so nothing changes.
+    let (status, text) = post_sealed(&app.client, &events, &unauthorized(now - 3600)).await;
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "success"));
+    assert!(app_token(&app, "access_token", &name).await.is_some());
+    // A withdrawal after the authorisation removes it.
+    let (status, text) = post_sealed(&app.client, &events, &unauthorized(now + 5)).await;
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "success"));
+    assert!(app_token(&app, "access_token", &name).await.is_none());
+}
