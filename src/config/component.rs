@@ -92,6 +92,16 @@ pub(super) fn component_app(name: &str, key: &str, value: toml::Value) -> Result
             ));
         }
     }
+    if !raw
+        .component_appid
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Error::invalid(
+            format!("{key}.component_appid"),
+            "must be the platform's AppID from the console (letters, digits, '_' and '-')",
+        ));
+    }
     check_aes_key(&format!("{key}.encoding_aes_key"), &raw.encoding_aes_key)?;
     let authorizer_tickets = tickets(key, raw.authorizer_tickets, &["jsapi", "wx_card"])
         .map_err(|e| rename(e, "tickets", "authorizer_tickets"))?;
@@ -155,6 +165,49 @@ fn rename(error: Error, from: &str, to: &str) -> Error {
         },
         other => other,
     }
+}
+
+/// Checks the Open Platform apps against each other and the rest: a platform's name
+/// has no `.` and no other app is named `PLATFORM.*` (those names are its
+/// authorizers'), and no two platforms share a component appid (each refresh of one
+/// would replace the tokens the other serves).
+///
+/// # Errors
+/// [`Error::Invalid`] naming the app at fault.
+pub(super) fn check_platforms(apps: &[AppConfig]) -> Result<(), Error> {
+    let platforms: Vec<&ComponentConfig> =
+        apps.iter().filter_map(|a| a.component.as_deref()).collect();
+    for (i, platform) in platforms.iter().enumerate() {
+        if platform.name.contains('.') {
+            return Err(Error::invalid(
+                format!("apps.{}", platform.name),
+                "an Open Platform app's name cannot contain '.': its authorizers are named NAME.APPID",
+            ));
+        }
+        if let Some(other) = platforms[..i]
+            .iter()
+            .find(|o| o.component_appid == platform.component_appid)
+        {
+            return Err(Error::invalid(
+                format!("apps.{}.component_appid", platform.name),
+                format!(
+                    "the same as apps.{}'s: one platform must be one app (two would replace each other's component and authorizer tokens)",
+                    other.name
+                ),
+            ));
+        }
+        let prefix = format!("{}.", platform.name);
+        if let Some(app) = apps.iter().find(|a| a.name.starts_with(&prefix)) {
+            return Err(Error::invalid(
+                format!("apps.{}", app.name),
+                format!(
+                    "names {prefix}* belong to the authorizers of the Open Platform app {:?}; rename this app",
+                    platform.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks an EncodingAESKey as the event endpoint will use it (43 characters of
@@ -304,6 +357,51 @@ mod tests {
                 }
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn platforms_that_would_collide_are_config_errors() {
+        let table = |name: &str, appid: &str| {
+            format!(
+                "[apps.{name}]\nplatform = \"component\"\ncomponent_appid = \"{appid}\"\ncomponent_appsecret = \"s\"\ntoken = \"t\"\nencoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n"
+            )
+        };
+        let config = |rest: String| {
+            format!(
+                "[server]\nrequest_secret = \"0123456789abcdef0123\"\n[store]\nbackend = \"memory\"\n{rest}"
+            )
+        };
+        let error = |rest: String| {
+            crate::config::Config::parse(&config(rest), &|_| None)
+                .unwrap_err()
+                .to_string()
+        };
+        let same = error(table("one", "wxcomp") + &table("two", "wxcomp"));
+        assert!(
+            same.starts_with("apps.two.component_appid: the same as apps.one"),
+            "{same}"
+        );
+        let dotted = error(table("\"plat.form\"", "wxcomp"));
+        assert!(
+            dotted.starts_with("apps.plat.form: an Open Platform app's name cannot contain '.'"),
+            "{dotted}"
+        );
+        let taken = error(
+            table("platform", "wxcomp")
+                + "[apps.\"platform.wxabc\"]\nplatform = \"mp\"\nappid = \"wxabc\"\nsecret = \"s\"\n",
+        );
+        assert!(
+            taken.starts_with("apps.platform.wxabc: names platform.* belong"),
+            "{taken}"
+        );
+        let spaced = error(table("platform", "wx comp"));
+        assert!(
+            spaced.starts_with("apps.platform.component_appid: must be"),
+            "{spaced}"
+        );
+        assert!(
+            crate::config::Config::parse(&config(table("platform", "wxcomp")), &|_| None).is_ok()
         );
     }
 

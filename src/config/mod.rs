@@ -359,6 +359,7 @@ impl Config {
                 "an Open Platform app keeps its authorizers' refresh tokens in the shared store, only sealed: set store.encryption_key (32 bytes, e.g. openssl rand -hex 32) on every instance",
             ));
         }
+        component::check_platforms(&apps)?;
         let clients = clients::parse_clients(raw.clients, &apps, &request_secret)?;
         Ok(Config {
             server: ServerConfig {

@@ -111,9 +111,10 @@ pub async fn events(
             };
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 tracing::error!(app = %name, %error, "a component event could not be acted on; WeChat will push it again");
-            } else {
-                tracing::warn!(app = %name, %error, "a component event was refused");
+                // The cause is in the log; the sender learns only to try again.
+                return plain(status, "not acted on now; push it again later\n".into());
             }
+            tracing::warn!(app = %name, %error, "a component event was refused");
             plain(status, format!("{error}\n"))
         }
     }

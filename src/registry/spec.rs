@@ -44,6 +44,13 @@ pub fn parse(name: &str, definition: &Value, components: Components) -> Result<A
     if definition.get("platform").and_then(Value::as_str) == Some(AUTHORIZER) {
         return parse_authorizer(name, definition, components);
     }
+    if let Some((platform, _)) = name.split_once('.')
+        && components(platform).is_some()
+    {
+        return Err(Invalid(format!(
+            "names {platform}.* belong to the authorizers of the Open Platform app {platform:?}: register them with PUT /v1/components/{platform}/authorizers/APPID"
+        )));
+    }
     let Value::Object(fields) = definition else {
         return Err(Invalid(
             "the body must be a JSON object with the keys of an [apps.NAME] table, e.g. {\"platform\": \"mp\", \"appid\": \"wx...\", \"secret\": \"...\"}".into(),

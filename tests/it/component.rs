@@ -853,4 +853,20 @@ async fn an_unauthorized_push_older_than_the_last_authorisation_is_ignored() {
     let (status, text) = post_sealed(&app.client, &events, &unauthorized(now + 5)).await;
     assert_eq!((status, text.as_str()), (StatusCode::OK, "success"));
     assert!(app_token(&app, "access_token", &name).await.is_none());
+
+    // The names PLATFORM.* are the authorizers': another app cannot take one.
+    let response = app
+        .client
+        .put(format!("{}/v1/apps/{PLATFORM}.wxsquatter", app.base))
+        .bearer_auth(SECRET)
+        .json(&json!({"platform": "mp", "appid": "wxsquatter", "secret": "s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("belong to the authorizers"),
+        "{body}"
+    );
 }
