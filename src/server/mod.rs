@@ -13,6 +13,7 @@
 //! - [`request`]: one request: the peer address, the body limit, the panic guard.
 //! - [`tls`]: HTTPS, with a certificate that can be swapped while serving.
 //! - [`forwarded`]: the client's address behind trusted reverse proxies.
+//! - [`Shortcut`]: the one route (`GET /wechat/token`) answered before the router.
 
 mod conn;
 mod forwarded;
