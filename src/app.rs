@@ -44,16 +44,14 @@ impl App {
     /// When the TLS certificate or key cannot be used, or the store cannot be opened or
     /// read.
     pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
-        let frontend = Frontend {
-            tls: config
-                .server
-                .tls
-                .as_ref()
-                .map(Tls::load)
-                .transpose()?
-                .map(Arc::new),
-            proxies: Arc::new(TrustedProxies::new(config.server.trusted_proxies.clone())),
-        };
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(Tls::load)
+            .transpose()?
+            .map(Arc::new);
+        let proxies = Arc::new(TrustedProxies::new(config.server.trusted_proxies.clone()));
         let metrics = Arc::new(Metrics::with_config(config.metrics));
         let store: Arc<dyn TokenStore> = Arc::new(Instrumented::new(
             open_store(&config.store)?,
@@ -94,7 +92,7 @@ impl App {
             refresher.clone(),
             registry.clone(),
             auth.clone(),
-            frontend.tls.clone(),
+            tls.clone(),
         ));
         let gateway = Arc::new(
             crate::gateway::Gateway::new(config.gateway)
@@ -125,12 +123,16 @@ impl App {
             reloader,
             reload_on_sighup: false,
             router: http::router(state.clone()),
+            frontend: Frontend {
+                tls,
+                proxies,
+                shortcut: Some(http::shortcut(state.clone())),
+            },
             state,
             limits: Limits {
                 gateway_max_body: config.gateway.max_body,
                 ..Limits::new(&config.server)
             },
-            frontend,
         })
     }
 

@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::Extensions;
 use axum::http::request::Parts;
 
 use crate::auth::{Action, Auth, Caller, Refusal};
@@ -29,15 +30,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ForwardedClient(client)) = parts.extensions.get::<ForwardedClient>() {
-            return Ok(Peer(*client));
+        Ok(Peer::of(&parts.extensions))
+    }
+}
+
+impl Peer {
+    /// The peer of a request with these extensions (see [`Peer`]).
+    pub fn of(extensions: &Extensions) -> Self {
+        if let Some(ForwardedClient(client)) = extensions.get::<ForwardedClient>() {
+            return Peer(*client);
         }
-        Ok(Peer(
-            parts
-                .extensions
+        Peer(
+            extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(addr)| addr.ip()),
-        ))
+        )
     }
 }
 

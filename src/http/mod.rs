@@ -32,7 +32,7 @@ use axum::Router;
 use axum::handler::Handler;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, any, get, post, put};
+use axum::routing::{MethodRouter, any, get, get_service, post, put};
 
 use crate::auth::Auth;
 use crate::log_limit::LogLimiter;
@@ -116,8 +116,7 @@ impl AppState {
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    let routes: [(&'static str, MethodRouter<AppState>); 36] = [
-        ("/wechat/token", get(legacy::get_token)),
+    let routes: [(&'static str, MethodRouter<AppState>); 35] = [
         ("/wechat/token/forcerefresh", get(legacy::force_refresh)),
         ("/v1/tokens/{app}/{name}", get(v1::get_token)),
         ("/v1/tokens/{app}/{name}/refresh", post(v1::refresh)),
@@ -176,7 +175,11 @@ pub fn router(state: AppState) -> Router {
     // timeouts are measured too; the fallback counts as "unmatched".
     let registry = state.refresher.metrics().clone();
     let measured = |route: &str| metrics::MeasureLayer(registry.route(route));
-    let mut router = Router::new();
+    // The token route measures itself (see `legacy::TokenRoute`).
+    let mut router = Router::new().route(
+        "/wechat/token",
+        get_service(legacy::TokenRoute::new(state.clone())),
+    );
     for (path, method_router) in routes {
         router = router.route(path, method_router.layer(measured(path)));
     }
@@ -189,6 +192,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 pub use caller::report_suppressed;
+
+/// The route the server answers before the router (`GET /wechat/token`), answered as
+/// the router's own route for it does.
+pub fn shortcut(state: AppState) -> std::sync::Arc<dyn crate::server::Shortcut> {
+    std::sync::Arc::new(legacy::TokenRoute::new(state))
+}
 
 /// 405 for a known path and another method, in the style of the route family (axum's
 /// own has an empty body, which clients that parse every error cannot read).

@@ -192,6 +192,12 @@ impl Credential {
         current.as_deref().filter(|t| t.is_live(now)).map(read)
     }
 
+    /// Runs `read` on the current token, live or not, borrowed: the token route, which
+    /// decides liveness with clocks it has read already.
+    pub fn with_current<R>(&self, read: impl FnOnce(&Token) -> Option<R>) -> Option<R> {
+        self.current.load().as_deref().and_then(read)
+    }
+
     /// Makes `token` the one served, atomically for readers. A new value makes the
     /// one it replaces the previous token, and is added to the index of handed-out
     /// tokens.

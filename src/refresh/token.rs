@@ -109,12 +109,21 @@ impl Token {
 
     /// May it be served at `now`?
     pub fn is_live(&self, now: SystemTime) -> bool {
+        let instant = Instant::now();
         !self.rejected
             && self.expires_at > now
-            && Instant::now() < self.deadline
-            && self
-                .trusted_until
-                .is_none_or(|bound| Instant::now() < bound)
+            && instant < self.deadline
+            && self.trusted_until.is_none_or(|bound| instant < bound)
+    }
+
+    /// Its [`remaining`](Self::remaining) life if it may be served, at the wall time
+    /// `now` and the monotonic `instant` the caller read: the serving path reads each
+    /// clock once per request and asks both questions with them. Live exactly when
+    /// [`is_live`](Self::is_live) says so: then every bound is past both clocks, so the
+    /// life left is above zero.
+    pub fn serving_life(&self, now: SystemTime, instant: Instant) -> Option<Duration> {
+        let left = self.end(now, instant).saturating_duration_since(instant);
+        (left > Duration::ZERO).then_some(left)
     }
 
     /// The trust bound, if one applies.
@@ -260,6 +269,31 @@ mod tests {
         assert!(!rejected.is_live(now));
         assert_eq!(rejected.remaining(now), Duration::ZERO);
         assert_eq!(rejected.announced_remaining(now), Duration::from_secs(7200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn serving_life_is_remaining_when_live_and_none_otherwise() {
+        let now = SystemTime::now();
+        let s = Duration::from_secs;
+        let tokens = [
+            token(now, 10),
+            token(now, 0),
+            token(now, 7200).trusted_at_most_until(Instant::now() + s(5)),
+            token(now, 7200).marked_rejected(),
+        ];
+        for step in [0, 4, 5, 9, 10, 11] {
+            let wall = now + s(step);
+            for (i, token) in tokens.iter().enumerate() {
+                let expected = token.is_live(wall).then(|| token.remaining(wall));
+                assert_eq!(
+                    token.serving_life(wall, Instant::now()),
+                    expected,
+                    "token {i} at +{step} s"
+                );
+            }
+            // The monotonic clock moves less than the wall clock: both bounds count.
+            tokio::time::advance(s(1)).await;
+        }
     }
 
     #[tokio::test]

@@ -52,6 +52,7 @@ pub(super) async fn serve<S>(
         stream,
         peer,
         proxies,
+        shortcut,
     } = accepted;
     // Tokens of this connection's own: a pending `cancelled()` takes its token's lock
     // each time the task wakes, and the shared tokens' locks would be contended by
@@ -63,7 +64,7 @@ pub(super) async fn serve<S>(
         activity: activity.clone(),
     });
     let service = RequestService::new(
-        router,
+        (router, shortcut),
         peer,
         proxies,
         activity.clone(),

@@ -13,6 +13,7 @@
 //! - [`request`]: one request: the peer address, the body limit, the panic guard.
 //! - [`tls`]: HTTPS, with a certificate that can be swapped while serving.
 //! - [`forwarded`]: the client's address behind trusted reverse proxies.
+//! - [`Shortcut`]: the one route (`GET /wechat/token`) answered before the router.
 
 mod conn;
 mod forwarded;
@@ -22,11 +23,13 @@ mod tls;
 pub use forwarded::{ForwardedClient, TrustedProxies};
 pub use tls::{Tls, TlsError};
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -72,12 +75,30 @@ impl Limits {
     }
 }
 
-/// What sits in front of the router: TLS, and whose forwarding headers are believed.
+/// What sits in front of the router: TLS, whose forwarding headers are believed, and
+/// the one route answered before it.
 #[derive(Debug, Clone, Default)]
 pub struct Frontend {
     /// `Some`: HTTPS only.
     pub tls: Option<Arc<Tls>>,
     pub proxies: Arc<TrustedProxies>,
+    pub shortcut: Option<Arc<dyn Shortcut>>,
+}
+
+/// A `GET` route that the server answers itself, before the router, synchronously:
+/// the token route, where routing, a boxed future per layer and the request
+/// extensions that carry the peer address (a map allocated per request) cost a third
+/// of the work of answering (README, "Performance"). The router serves the same path
+/// too, for every other method (its 405) and for `HEAD`, and must answer `GET` alike:
+/// the shortcut only makes it cheaper. The body limit and the panic guard apply as for
+/// the router.
+pub trait Shortcut: Send + Sync + std::fmt::Debug + 'static {
+    /// The exact path answered (no pattern).
+    fn path(&self) -> &str;
+
+    /// The response to a `GET` of [`path`](Self::path) from `client` (the peer, or
+    /// what a trusted proxy says; `None` when a trusted proxy named no address).
+    fn answer(&self, uri: &Uri, headers: &HeaderMap, client: Option<IpAddr>) -> Response;
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting,
@@ -134,11 +155,13 @@ pub async fn serve(
         };
         let (router, shutdown, force) = (router.clone(), shutdown.clone(), force.clone());
         let (tls, proxies) = (frontend.tls.clone(), frontend.proxies.clone());
+        let shortcut = frontend.shortcut.clone();
         connections.spawn(async move {
             let accepted = Accepted {
                 stream,
                 peer,
                 proxies,
+                shortcut,
             };
             match tls {
                 None => conn::serve(accepted, router, &limits, &shutdown, &force).await,
@@ -172,11 +195,13 @@ pub async fn serve(
     }
 }
 
-/// An accepted connection (TCP, or TLS over it) and its peer.
+/// An accepted connection (TCP, or TLS over it), its peer, and what answers it
+/// besides the router.
 struct Accepted<S = TcpStream> {
     stream: S,
     peer: SocketAddr,
     proxies: Arc<TrustedProxies>,
+    shortcut: Option<Arc<dyn Shortcut>>,
 }
 
 /// The TLS handshake of a new connection, within the header-read timeout (a client
@@ -192,6 +217,7 @@ async fn handshake(
         stream,
         peer,
         proxies,
+        shortcut,
     } = accepted;
     let handshake = tokio::time::timeout(limits.header_read_timeout, tls.acceptor().accept(stream));
     let stream = tokio::select! {
@@ -212,6 +238,7 @@ async fn handshake(
         stream,
         peer,
         proxies,
+        shortcut,
     })
 }
 

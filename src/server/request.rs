@@ -1,5 +1,6 @@
-//! One request, on its way from hyper to the router: the peer address, the body limit,
-//! the panic guard, and the connection's [`Activity`] told when it starts and ends.
+//! One request, on its way from hyper to the router (or the [`Shortcut`]): the peer
+//! address, the body limit, the panic guard, and the connection's [`Activity`] told
+//! when it starts and ends.
 //!
 //! These wrap the router from outside rather than as axum layers: a layer on the router
 //! boxes one more future per request, and here every type is known, so the token route
@@ -17,20 +18,22 @@ use std::task::{Context, Poll};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
 use http_body::Body as _;
 use hyper::body::Incoming;
 use tower_service::Service;
 
+use super::Shortcut;
 use super::conn::Activity;
-use super::forwarded::TrustedProxies;
+use super::forwarded::{ForwardedClient, TrustedProxies};
 use crate::http::error::{ApiError, is_v1_path};
 
 /// The service hyper calls for each request of one connection.
 pub(super) struct RequestService {
     router: Router,
+    shortcut: Option<Arc<dyn Shortcut>>,
     peer: SocketAddr,
     proxies: Arc<TrustedProxies>,
     activity: Arc<Activity>,
@@ -41,7 +44,7 @@ pub(super) struct RequestService {
 
 impl RequestService {
     pub(super) fn new(
-        router: Router,
+        (router, shortcut): (Router, Option<Arc<dyn Shortcut>>),
         peer: SocketAddr,
         proxies: Arc<TrustedProxies>,
         activity: Arc<Activity>,
@@ -49,6 +52,7 @@ impl RequestService {
     ) -> Self {
         Self {
             router,
+            shortcut,
             peer,
             proxies,
             activity,
@@ -79,13 +83,29 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             // connection rather than read the body.
             return Guarded::ready(ApiError::payload_too_large(v1, max_body), busy);
         }
+        // Read only behind a trusted proxy: nothing to do for anyone else.
+        let forwarded = if self.proxies.is_empty() {
+            None
+        } else {
+            self.proxies.client(self.peer, request.headers())
+        };
+        if let Some(shortcut) = &self.shortcut
+            && request.method() == Method::GET
+            && request.uri().path() == shortcut.path()
+        {
+            let client = forwarded.map_or(Some(self.peer.ip()), |ForwardedClient(c)| c);
+            let answered = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                shortcut.answer(request.uri(), request.headers(), client)
+            }));
+            return match answered {
+                Ok(response) => Guarded::answered(response, busy),
+                Err(panic) => Guarded::ready(on_panic(panic.as_ref(), v1), busy),
+            };
+        }
         // As `into_make_service_with_connect_info::<SocketAddr>` does: handlers see the
         // peer (client `networks` are checked against it).
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        // Read only behind a trusted proxy: nothing to do for anyone else.
-        if !self.proxies.is_empty()
-            && let Some(client) = self.proxies.client(self.peer, request.headers())
-        {
+        if let Some(client) = forwarded {
             request.extensions_mut().insert(client);
         }
         let request = request.map(|body| {
@@ -151,9 +171,13 @@ pin_project_lite::pin_project! {
 
 impl Guarded {
     fn ready(error: ApiError, busy: Busy) -> Self {
+        Self::answered(error.into_response(), busy)
+    }
+
+    fn answered(response: Response, busy: Busy) -> Self {
         Self {
             state: State::Ready {
-                response: Some(error.into_response()),
+                response: Some(response),
             },
             _busy: busy,
         }

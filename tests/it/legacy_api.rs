@@ -115,6 +115,32 @@ async fn a_token_not_fetched_yet_is_503_not_found() {
     assert_eq!(app.readiness().await.0, StatusCode::SERVICE_UNAVAILABLE);
 }
 
+/// `GET` is answered by the server before the router (its shortcut), `HEAD` by the
+/// router's own route for the path: both must answer alike.
+#[tokio::test]
+async fn head_is_answered_like_get() {
+    let app = TestApp::spawn().await;
+    let url = |secret: &str| {
+        format!(
+            "{}/wechat/token?type=access_token&secret={secret}",
+            app.base
+        )
+    };
+    for (secret, expected) in [
+        (SECRET, StatusCode::OK),
+        ("wrong", StatusCode::UNAUTHORIZED),
+    ] {
+        let get = app.client.get(url(secret)).send().await.unwrap();
+        let head = app.client.head(url(secret)).send().await.unwrap();
+        assert_eq!(get.status(), expected);
+        assert_eq!(head.status(), expected);
+        for name in ["content-type", "content-length"] {
+            assert_eq!(head.headers().get(name), get.headers().get(name), "{name}");
+        }
+        assert!(head.bytes().await.unwrap().is_empty());
+    }
+}
+
 #[tokio::test]
 async fn hostile_input_gets_a_4xx_and_the_server_keeps_serving() {
     let app = TestApp::spawn().await;

@@ -245,6 +245,17 @@ async fn http_requests_are_counted_by_matched_route_and_status() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    // HEAD is answered by the router, GET before it: both are counted.
+    let head = app
+        .client
+        .head(format!(
+            "{}/wechat/token?type=access_token&secret={SECRET}",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
     let missing = app
         .client
         .get(format!("{}/no/such/path/4711", app.base))
@@ -259,7 +270,7 @@ async fn http_requests_are_counted_by_matched_route_and_status() {
         after.value("wts_http_requests_total", &labels)
             - before.value("wts_http_requests_total", &labels)
     };
-    assert_eq!(moved("/wechat/token", "200"), 3.0, "{after}");
+    assert_eq!(moved("/wechat/token", "200"), 4.0, "{after}");
     assert_eq!(moved("/wechat/token", "401"), 1.0, "{after}");
     assert_eq!(moved("unmatched", "404"), 1.0, "{after}");
     assert_eq!(moved("/metrics", "200"), 1.0, "{after}");
@@ -271,7 +282,7 @@ async fn http_requests_are_counted_by_matched_route_and_status() {
         "wts_http_request_duration_seconds_count",
         &[("route", "/wechat/token")],
     );
-    assert_eq!(timed, 4.0);
+    assert_eq!(timed, 5.0);
 }
 
 #[tokio::test]

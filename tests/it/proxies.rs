@@ -36,10 +36,20 @@ networks = ["198.51.100.0/24"]
     (dir, Server::start(&path).await)
 }
 
-/// The status of a token request by `office` with `headers`.
+const V1_PATH: &str = "/v1/tokens/default/access_token";
+
+/// The status of a token request by `office` with `headers`, the same on `/v1` and on
+/// `/wechat/token` (which the server answers before the router).
 async fn status(server: &Server, headers: &[(&str, &str)]) -> StatusCode {
+    let v1 = status_of(server, V1_PATH, headers).await;
+    let seed = status_of(server, "/wechat/token?type=access_token", headers).await;
+    assert_eq!(v1, seed, "/v1 and /wechat/token, {headers:?}");
+    v1
+}
+
+async fn status_of(server: &Server, path: &str, headers: &[(&str, &str)]) -> StatusCode {
     let mut request = reqwest::Client::new()
-        .get(format!("{}/v1/tokens/default/access_token", server.base))
+        .get(format!("{}{path}", server.base))
         .bearer_auth(KEY);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -56,7 +66,8 @@ async fn forwarded_addresses_are_believed_from_trusted_proxies_only() {
         "the token is served",
         std::time::Duration::from_secs(10),
         || async {
-            status(&behind_proxy, &[("x-real-ip", "198.51.100.7")]).await == StatusCode::OK
+            status_of(&behind_proxy, V1_PATH, &[("x-real-ip", "198.51.100.7")]).await
+                == StatusCode::OK
         },
     )
     .await;
