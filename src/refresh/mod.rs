@@ -162,6 +162,8 @@ pub struct Refresher {
     pushes: Mutex<HashMap<CredentialKey, tokio::time::Instant>>,
     /// Where rotated held values are stored durably (the registry), once set.
     held_store: OnceLock<std::sync::Weak<dyn HeldStore>>,
+    /// Seals pushed values (verify tickets) at rest: `store.encryption_key`.
+    pushed_sealer: Option<crate::registry::seal::Sealer>,
 }
 
 /// The tracker that flight tasks run under.
@@ -224,6 +226,11 @@ impl Refresher {
             issued,
             pushes: Mutex::new(HashMap::new()),
             held_store: OnceLock::new(),
+            pushed_sealer: config
+                .store
+                .encryption_key
+                .as_ref()
+                .map(crate::registry::seal::Sealer::new),
         }
     }
 
@@ -387,6 +394,14 @@ impl Refresher {
         for stored in self.store.load_all().await? {
             let Some(cred) = catalog.credential(&stored.app, &stored.name) else {
                 continue; // a token of an app no longer configured
+            };
+            let stored = if cred.source.pushed {
+                match self.opened_pushed(cred, stored) {
+                    Some(opened) => opened,
+                    None => continue,
+                }
+            } else {
+                stored
             };
             if self.install_stored(cred, &stored, now) {
                 restored += 1;

@@ -22,6 +22,9 @@ pub const PUSHED_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// minutes on its own, and asking more often only spends its quota.
 pub const PUSH_REQUEST_SPACING: Duration = Duration::from_secs(60);
 
+/// Marks a pushed value stored sealed.
+const SEALED_PREFIX: &str = "sealed:";
+
 /// How far ahead of ours WeChat's clock (a push's CreateTime) is believed.
 const MAX_PUSH_CLOCK_LEAD: Duration = Duration::from_secs(3600);
 
@@ -80,7 +83,7 @@ impl Refresher {
         let record = StoredToken {
             app: app.to_owned(),
             name: name.to_owned(),
-            value: value.to_owned(),
+            value: self.sealed_pushed(&cred, value),
             expires_at_ms: unix_millis(created + PUSHED_LIFETIME),
             refreshed_at_ms: unix_millis(created),
             version,
@@ -117,7 +120,10 @@ impl Refresher {
     /// Uses `stored` (read from the store, or just pushed) if it is newer than what
     /// `cred` holds and may be served; true if installed.
     pub(super) fn adopt_pushed(&self, cred: &Credential, stored: Option<&StoredToken>) -> bool {
-        let Some(stored) = stored else { return false };
+        let Some(stored) = stored.and_then(|s| self.opened_pushed(cred, s.clone())) else {
+            return false;
+        };
+        let stored = &stored;
         let now = self.clock.now();
         if !cred.owns(stored) || !stored.is_sane(unix_millis(now)) {
             return false;
@@ -138,6 +144,51 @@ impl Refresher {
         ));
         cred.record_success(now);
         true
+    }
+
+    /// `value` as stored: sealed with `store.encryption_key` when one is set (a verify
+    /// ticket and the platform's secret make a component token), for this credential
+    /// only.
+    fn sealed_pushed(&self, cred: &Credential, value: &str) -> String {
+        match &self.pushed_sealer {
+            Some(sealer) => format!(
+                "{SEALED_PREFIX}{}",
+                sealer.seal(&cred.key.to_string(), value.as_bytes())
+            ),
+            None => value.to_owned(),
+        }
+    }
+
+    /// `stored` with its value opened: as it is when stored unsealed (before a key
+    /// was set); `None`, with an error in the log, when it does not open.
+    pub(super) fn opened_pushed(
+        &self,
+        cred: &Credential,
+        mut stored: StoredToken,
+    ) -> Option<StoredToken> {
+        let Some(sealed) = stored.value.strip_prefix(SEALED_PREFIX) else {
+            return Some(stored);
+        };
+        let opened = self
+            .pushed_sealer
+            .as_ref()
+            .ok_or_else(|| "no store.encryption_key is set".to_owned())
+            .and_then(|sealer| {
+                sealer
+                    .open(&cred.key.to_string(), sealed)
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|plain| String::from_utf8(plain).map_err(|e| e.to_string()));
+        match opened {
+            Ok(value) => {
+                stored.value = value;
+                Some(stored)
+            }
+            Err(error) => {
+                tracing::error!(key = %cred.key, %error, "a stored pushed value is sealed and cannot be opened; waiting for the next push");
+                None
+            }
+        }
     }
 
     /// A pushed value of `app` arrived: the app's tokens that have none to serve

@@ -345,7 +345,8 @@ async fn a_cluster_of_three_on_redis_agrees_on_tickets_authorizers_and_rotations
     }
 
     // The ticket reaches one instance, the authorisation another; all three serve.
-    push_ticket(&sim, &servers[0]).await;
+    let pushed = push_ticket(&sim, &servers[0]).await;
+    let ticket = pushed["ticket"].as_str().unwrap().to_owned();
     let component = valid_token(&sim, &servers[2], PLATFORM, "component_access_token").await;
     authorize(&sim, &servers[1], "wxclustered").await;
     let app = format!("{PLATFORM}.wxclustered");
@@ -386,6 +387,7 @@ async fn a_cluster_of_three_on_redis_agrees_on_tickets_authorizers_and_rotations
             !content.contains(&refresh_token),
             "{key} holds the refresh token"
         );
+        assert!(!content.contains(&ticket), "{key} holds the verify ticket");
     }
 
     // A rotation by one instance, which is then killed: the others refresh with the
@@ -401,7 +403,25 @@ async fn a_cluster_of_three_on_redis_agrees_on_tickets_authorizers_and_rotations
         .await;
     }
 
-    // Revoked through one instance: gone from both.
+    // A new instance refreshes the component token with the ticket it read, sealed,
+    // from Redis.
+    servers.push(Server::start(&config).await);
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/tokens/{PLATFORM}/component_access_token/refresh",
+            servers[2].base
+        ))
+        .bearer_auth(SECRET)
+        .json(&json!({"stale": component}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(sim.token_valid(body["value"].as_str().unwrap()).await);
+
+    // Revoked through one instance: gone from all.
     let revoked = sim_admin(
         &sim,
         "/sim/component/unauthorize",
@@ -866,7 +886,10 @@ async fn an_unauthorized_push_older_than_the_last_authorisation_is_ignored() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
     assert!(
-        body["message"].as_str().unwrap().contains("belong to the authorizers"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("belong to the authorizers"),
         "{body}"
     );
 }
