@@ -156,9 +156,16 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     admin(&state, ROUTE_APPS, &headers, peer)?;
+    let (limit, after) = page_query(query.as_deref())?;
+    let (apps, next) = state.registry.list(limit, after.as_deref()).await;
+    Ok(Json(json!({"apps": apps, "next": next})).into_response())
+}
+
+/// A list's `?limit=N&after=NAME` (100 by default, at most [`MAX_PAGE`]).
+pub(super) fn page_query(query: Option<&str>) -> Result<(usize, Option<String>), ApiError> {
     let mut limit = DEFAULT_PAGE;
     let mut after = None;
-    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match key.as_ref() {
             "limit" => {
                 limit = value
@@ -181,8 +188,7 @@ pub async fn list(
             }
         }
     }
-    let (apps, next) = state.registry.list(limit, after.as_deref()).await;
-    Ok(Json(json!({"apps": apps, "next": next})).into_response())
+    Ok((limit, after))
 }
 
 /// `POST /v1/reload`: reads the config file again (as SIGHUP does) and says what

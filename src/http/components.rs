@@ -11,21 +11,18 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::apps::{admin, app_name, registry_error};
+use super::apps::{admin, app_name, page_query, registry_error};
 use super::caller::Peer;
 use super::error::{ApiError, Code};
 use crate::component::Error;
 use crate::component::events::Signed;
-use crate::registry::{MAX_PAGE, Put};
+use crate::registry::Put;
 use crate::wxcrypt::MAX_BODY;
 
 const ROUTE_PREAUTHCODE: &str = "/v1/components/{app}/preauthcode";
 const ROUTE_AUTHORIZERS: &str = "/v1/components/{app}/authorizers";
 const ROUTE_AUTHORIZER: &str = "/v1/components/{app}/authorizers/{appid}";
 const ROUTE_SYNC: &str = "/v1/components/{app}/sync";
-
-/// Authorizers listed per page when `limit` is not given.
-const DEFAULT_PAGE: usize = 100;
 
 fn component_error(error: Error) -> ApiError {
     match error {
@@ -233,31 +230,7 @@ pub async fn authorizers(
 ) -> Result<Response, ApiError> {
     admin(&state, ROUTE_AUTHORIZERS, &headers, peer)?;
     let name = app_name(path)?;
-    let mut limit = DEFAULT_PAGE;
-    let mut after = None;
-    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
-        match key.as_ref() {
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::v1(
-                            Code::BadRequest,
-                            format!("limit must be a number from 1 to {MAX_PAGE}"),
-                        )
-                    })?;
-            }
-            "after" => after = Some(value.into_owned()),
-            other => {
-                return Err(ApiError::v1(
-                    Code::BadRequest,
-                    format!("unknown parameter {other:?}: use limit= and after="),
-                ));
-            }
-        }
-    }
+    let (limit, after) = page_query(query.as_deref())?;
     let (list, next): (Vec<Value>, Option<String>) = state
         .platforms
         .authorizers(&name, limit, after.as_deref())

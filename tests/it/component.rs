@@ -493,6 +493,29 @@ async fn app_token(app: &TestApp, name: &str, path_app: &str) -> Option<String> 
     body["value"].as_str().map(str::to_owned)
 }
 
+/// The demo platform on `app` gets its verify ticket and the authorizer `appid`
+/// through the simulator's pushes; the authorizer's first access token.
+async fn with_authorizer(sim: &TestSim, app: &TestApp, appid: &str) -> String {
+    let events = app_events(app);
+    sim_admin(
+        sim,
+        "/sim/component/push_ticket",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
+    )
+    .await;
+    sim_admin(
+        sim,
+        "/sim/component/authorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": appid, "url": events}),
+    )
+    .await;
+    let name = format!("{PLATFORM}.{appid}");
+    poll("the authorizer's token is served", WAIT, || {
+        app_token(app, "access_token", &name)
+    })
+    .await
+}
+
 /// The verify ticket the server holds.
 fn held_ticket(app: &TestApp) -> Option<String> {
     let cred = app
@@ -577,24 +600,8 @@ async fn a_rotation_whose_reply_was_lost_is_recovered_from_wechats_list() {
     })
     .await;
     let app = in_process(sim.clone()).await;
-    let events = app_events(&app);
-    sim_admin(
-        &sim,
-        "/sim/component/push_ticket",
-        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
-    )
-    .await;
-    sim_admin(
-        &sim,
-        "/sim/component/authorize",
-        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxlost", "url": events}),
-    )
-    .await;
+    let first = with_authorizer(&sim, &app, "wxlost").await;
     let name = format!("{PLATFORM}.wxlost");
-    let first = poll("the authorizer's token is served", WAIT, || {
-        app_token(&app, "access_token", &name)
-    })
-    .await;
     sim.fault(
         "/cgi-bin/component/api_authorizer_token",
         1,
@@ -838,23 +845,8 @@ async fn an_unauthorized_push_older_than_the_last_authorisation_is_ignored() {
     let sim = TestSim::start(SimConfig::default()).await;
     let app = in_process(sim.clone()).await;
     let events = app_events(&app);
-    sim_admin(
-        &sim,
-        "/sim/component/push_ticket",
-        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
-    )
-    .await;
-    sim_admin(
-        &sim,
-        "/sim/component/authorize",
-        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxreplayed", "url": events}),
-    )
-    .await;
+    with_authorizer(&sim, &app, "wxreplayed").await;
     let name = format!("{PLATFORM}.wxreplayed");
-    poll("the authorizer is served", WAIT, || {
-        app_token(&app, "access_token", &name)
-    })
-    .await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

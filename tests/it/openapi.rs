@@ -159,12 +159,6 @@ token = "dead_token"
 encoding_aes_key = "{component_key}"
 api_base = "http://127.0.0.1:{down}"
 
-[apps."platform.wxtaken"]
-platform = "mp"
-appid = "wxtaken"
-secret = "taken_secret"
-api_base = "http://127.0.0.1:{down}"
-
 [clients.other]
 key = "{OTHER}"
 apps = ["hr"]
@@ -614,14 +608,6 @@ networks = ["10.0.0.0/8"]
             AUTHORIZER,
             404,
             "/v1/components/nope/authorizers/wx1",
-            Some(SECRET),
-            Some(imported.clone()),
-        ),
-        case(
-            put.clone(),
-            AUTHORIZER,
-            409,
-            "/v1/components/platform/authorizers/wxtaken",
             Some(SECRET),
             Some(imported),
         ),
