@@ -40,7 +40,7 @@ impl ComponentApi {
     /// POSTs `body` to `path` with the component token; WeChat's reply, errcode 0.
     ///
     /// # Errors
-    /// [`Error::Upstream`] (WeChat's errcode, or it could not be reached);
+    /// [`Error::WeChat`] (its errcode); [`Error::Upstream`] (it could not be reached);
     /// [`Error::Unavailable`] when no component token can be had.
     pub async fn call(
         &self,
@@ -73,10 +73,13 @@ impl ComponentApi {
         };
         match errcode(&reply) {
             None | Some(0) => Ok(reply),
-            Some(code) => Err(Error::Upstream(format!(
-                "WeChat answered {path} with errcode {code}: {}",
-                reply.get("errmsg").and_then(Value::as_str).unwrap_or("")
-            ))),
+            Some(code) => Err(Error::WeChat {
+                errcode: code,
+                message: format!(
+                    "WeChat answered {path} with errcode {code}: {}",
+                    reply.get("errmsg").and_then(Value::as_str).unwrap_or("")
+                ),
+            }),
         }
     }
 

@@ -23,6 +23,10 @@ use crate::config::component::{ComponentConfig, VERIFY_TICKET};
 use crate::refresh::{Accepted, PushError};
 use crate::wxcrypt::{Fields, MsgCrypt};
 
+/// WeChat's errcodes for an authorisation code used already, and expired.
+const CODE_USED: i64 = 61009;
+const CODE_EXPIRED: i64 = 61010;
+
 /// The query of an event push: `?timestamp=&nonce=&msg_signature=&encrypt_type=aes`.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct Signed {
@@ -169,9 +173,23 @@ impl Platforms {
                 // The code is single-use: if an earlier delivery of this push used it,
                 // WeChat's list still has the refresh token.
                 tracing::warn!(app = %component.name, authorizer = appid, %error, "api_query_auth failed; looking the authorizer up in api_get_authorizer_list");
-                self.listed_refresh_token(component, appid)
-                    .await?
-                    .ok_or(error)?
+                match self.listed_refresh_token(component, appid).await? {
+                    Some(token) => token,
+                    // The code is used or expired and WeChat lists no such authorizer
+                    // (withdrawn since): pushing this again cannot succeed.
+                    None if matches!(
+                        error,
+                        Error::WeChat {
+                            errcode: CODE_USED | CODE_EXPIRED,
+                            ..
+                        }
+                    ) =>
+                    {
+                        tracing::warn!(app = %component.name, authorizer = appid, "an authorisation whose code is spent, for an account WeChat no longer lists, was ignored");
+                        return Ok(Handled::Ignored("authorized (no longer authorised)".into()));
+                    }
+                    None => return Err(error),
+                }
             }
         };
         let created = create_time(fields)?;

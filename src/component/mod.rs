@@ -38,9 +38,12 @@ pub enum Error {
     /// A push that is not WeChat's (bad signature, ciphertext or appid).
     #[error("{0}")]
     Rejected(String),
-    /// WeChat answered with an error, or could not be reached.
+    /// WeChat could not be reached, or its reply is not what it documents.
     #[error("{0}")]
     Upstream(String),
+    /// WeChat answered with an errcode.
+    #[error("{message}")]
+    WeChat { errcode: i64, message: String },
     /// Nothing to call WeChat with yet (no component token), or the store failed.
     #[error("{0}")]
     Unavailable(String),

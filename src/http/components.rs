@@ -35,7 +35,9 @@ fn component_error(error: Error) -> ApiError {
         Error::Invalid(message) | Error::Rejected(message) => {
             ApiError::v1(Code::BadRequest, message)
         }
-        Error::Upstream(message) => ApiError::v1(Code::UpstreamError, message),
+        Error::Upstream(message) | Error::WeChat { message, .. } => {
+            ApiError::v1(Code::UpstreamError, message)
+        }
         Error::Unavailable(message) => ApiError::v1(Code::NotReady, message),
         Error::Registry(error) => registry_error(error),
     }
@@ -102,9 +104,10 @@ pub async fn events(
                 Error::NotFound(_) => StatusCode::NOT_FOUND,
                 Error::Rejected(_) | Error::Invalid(_) => StatusCode::BAD_REQUEST,
                 Error::Registry(crate::registry::Error::Invalid(_)) => StatusCode::BAD_REQUEST,
-                Error::Upstream(_) | Error::Unavailable(_) | Error::Registry(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                Error::Upstream(_)
+                | Error::WeChat { .. }
+                | Error::Unavailable(_)
+                | Error::Registry(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 tracing::error!(app = %name, %error, "a component event could not be acted on; WeChat will push it again");

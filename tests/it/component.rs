@@ -885,3 +885,60 @@ async fn an_unauthorized_push_older_than_the_last_authorisation_is_ignored() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn an_authorisation_pushed_again_after_a_withdrawal_is_acknowledged_and_changes_nothing() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let app = in_process(sim.clone()).await;
+    let events = app_events(&app);
+    sim_admin(
+        &sim,
+        "/sim/component/push_ticket",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
+    )
+    .await;
+    let authorized = sim_admin(
+        &sim,
+        "/sim/component/authorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxwithdrawn", "url": events}),
+    )
+    .await;
+    let code = authorized["authorization_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sim_admin(
+        &sim,
+        "/sim/component/unauthorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxwithdrawn", "url": events}),
+    )
+    .await;
+    assert!(listed_in_process(&app).await.is_empty());
+    // WeChat's late retry of the authorisation: its code is spent and the account is
+    // gone from WeChat's list, so it is acknowledged (a 503 would only be pushed
+    // again), and nothing is registered.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let inner = format!(
+        "<xml><AppId><![CDATA[{DEMO_COMPONENT_APPID}]]></AppId><CreateTime>{now}</CreateTime><InfoType><![CDATA[authorized]]></InfoType><AuthorizerAppid><![CDATA[wxwithdrawn]]></AuthorizerAppid><AuthorizationCode><![CDATA[{code}]]></AuthorizationCode></xml>"
+    );
+    let (status, text) = post_sealed(&app.client, &events, &inner).await;
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "success"));
+    assert!(listed_in_process(&app).await.is_empty());
+}
+
+async fn listed_in_process(app: &TestApp) -> Vec<Value> {
+    let body: Value = app
+        .client
+        .get(format!("{}/v1/components/{PLATFORM}/authorizers", app.base))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["authorizers"].as_array().unwrap().clone()
+}
