@@ -274,7 +274,10 @@ impl Platforms {
                     skipped += 1;
                     continue;
                 };
-                match self.put_authorizer(name, appid, token).await {
+                // When the merchant authorised, by WeChat: an unauthorized push older
+                // than that is a replay.
+                let auth_time = item.get("auth_time").and_then(Value::as_u64);
+                match self.register(name, appid, token, auth_time).await {
                     Ok((Put::Created, _)) => created += 1,
                     Ok((Put::Replaced, _)) => updated += 1,
                     Ok((Put::Unchanged, _)) => unchanged += 1,

@@ -78,7 +78,7 @@ pub(super) fn registry_error(error: registry::Error) -> ApiError {
             ApiError::v1(
                 Code::NotReady,
                 format!(
-                    "the store cannot be used now ({error}); nothing was changed that matters, retry"
+                    "the store did not answer ({error}); the change may or may not have been stored: retrying is safe"
                 ),
             )
         }

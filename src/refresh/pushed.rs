@@ -109,10 +109,20 @@ impl Refresher {
             Accepted::Older
         };
         if accepted == Accepted::Newest {
-            tracing::info!(app, token = name, created = ?created, "pushed value accepted");
+            tracing::info!(
+                app,
+                token = name,
+                create_time_ms = version,
+                "pushed value accepted"
+            );
             self.after_push(app);
         } else {
-            tracing::info!(app, token = name, created = ?created, "an older pushed value arrived late; the newer one is kept");
+            tracing::info!(
+                app,
+                token = name,
+                create_time_ms = version,
+                "an older pushed value arrived late; the newer one is kept"
+            );
         }
         Ok(accepted)
     }

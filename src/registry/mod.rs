@@ -225,9 +225,13 @@ impl Registry {
             && let Some(entry) = self.refresher.app(name)
             && entry.config.generation == app.generation
             && !entry.config.held.is_empty()
+            && !failing(&entry)
         {
             // Only a held value changed (an authorizer's refresh token imported
-            // again): stored, and used by the running app without a restart.
+            // again): stored, and used by the running app without a restart. An app
+            // whose refreshes fail (a refused refresh token waits the slow retry of
+            // errors that need a person) is restarted instead, so that the new
+            // token is tried at once.
             self.save(name, &definition).await?;
             spec::apply_held(&definition, &entry.config);
             known
@@ -386,6 +390,7 @@ impl Registry {
             if let Some(entry) = self.refresher.app(&record.name)
                 && entry.config.generation == app.generation
                 && !entry.config.held.is_empty()
+                && !failing(&entry)
             {
                 // Another instance stored a rotated refresh token: used from now on.
                 spec::apply_held(&definition, &entry.config);
@@ -510,6 +515,11 @@ impl HeldStore for Registry {
         known.definitions.insert(app.to_owned(), definition);
         changed
     }
+}
+
+/// Is a refresh of one of `entry`'s tokens failing?
+fn failing(entry: &AppEntry) -> bool {
+    entry.creds.iter().any(|c| c.consecutive_failures() > 0)
 }
 
 /// An app as `/v1/apps` shows it: its definition with secrets masked (registry), or

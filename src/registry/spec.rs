@@ -41,8 +41,14 @@ pub struct Invalid(pub String);
 /// [`Invalid`] naming the field at fault, as the config file's errors do (without the
 /// `apps.NAME.` prefix, which the caller did not write).
 pub fn parse(name: &str, definition: &Value, components: Components) -> Result<AppConfig, Invalid> {
-    if definition.get("platform").and_then(Value::as_str) == Some(AUTHORIZER) {
-        return parse_authorizer(name, definition, components);
+    match definition.get("platform").and_then(Value::as_str) {
+        Some(AUTHORIZER) => return parse_authorizer(name, definition, components),
+        Some("component") => {
+            return Err(Invalid(
+                "platform: an Open Platform app (platform = \"component\") is configured in the config file, where its event URL and keys are checked; registry apps are mp or wecom apps and a platform's authorizers".into(),
+            ));
+        }
+        _ => {}
     }
     if let Some((platform, _)) = name.split_once('.')
         && components(platform).is_some()

@@ -715,6 +715,9 @@ async fn a_thousand_authorizers_are_imported_by_sync_served_and_restored_without
         }
     }
     assert_eq!(seen, MANY);
+    // Imported with WeChat's auth_time: an older unauthorized push cannot remove them.
+    let (_, shown) = get(&server, &format!("/v1/apps/{PLATFORM}.wxmany0000")).await;
+    assert!(shown["authorized_at"].as_u64().is_some(), "{shown}");
     let sample = format!("{PLATFORM}.wxmany0999");
     valid_token(&sim, &server, &sample, "jsapi_ticket").await;
 
@@ -884,6 +887,16 @@ async fn an_unauthorized_push_older_than_the_last_authorisation_is_ignored() {
             .contains("belong to the authorizers"),
         "{body}"
     );
+    // Nor can a platform be added at runtime: its keys belong in the config file.
+    let response = app
+        .client
+        .put(format!("{}/v1/apps/another", app.base))
+        .bearer_auth(SECRET)
+        .json(&json!({"platform": "component", "component_appid": DEMO_COMPONENT_APPID}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -941,4 +954,49 @@ async fn listed_in_process(app: &TestApp) -> Vec<Value> {
         .await
         .unwrap();
     body["authorizers"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_new_refresh_token_ends_the_slow_retries_of_a_refused_one() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let app = in_process(sim.clone()).await;
+    let events = app_events(&app);
+    sim_admin(
+        &sim,
+        "/sim/component/push_ticket",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
+    )
+    .await;
+    // Imported before the merchant authorised: WeChat refuses it (61003), an error
+    // that needs a person, retried only every 5 minutes.
+    let response = app
+        .client
+        .put(format!(
+            "{}/v1/components/{PLATFORM}/authorizers/wxearly",
+            app.base
+        ))
+        .bearer_auth(SECRET)
+        .json(&json!({"refresh_token": "not-yet-authorised"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    wait_until("the refusal needs a person", WAIT, || async {
+        let (_, readiness) = app.readiness().await;
+        readiness.to_string().contains("needs a person")
+    })
+    .await;
+    // The merchant authorises: the new refresh token is used at once.
+    sim_admin(
+        &sim,
+        "/sim/component/authorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxearly", "url": events}),
+    )
+    .await;
+    let name = format!("{PLATFORM}.wxearly");
+    let token = poll("the authorizer is served", WAIT, || {
+        app_token(&app, "access_token", &name)
+    })
+    .await;
+    assert!(sim.token_valid(&token).await);
 }
