@@ -100,6 +100,14 @@ impl Platforms {
             )));
         }
         let info_type = fields.get("InfoType").map_or("", String::as_str);
+        if matches!(
+            info_type,
+            "authorized" | "updateauthorized" | "unauthorized"
+        ) {
+            // Another instance of a cluster may have just changed this authorizer:
+            // act on the shared registry as it is now, not as last followed.
+            self.registry.follow().await;
+        }
         let handled = match info_type {
             "component_verify_ticket" => self.verify_ticket(&component, &fields).await?,
             "authorized" | "updateauthorized" => self.authorized(&component, &fields).await?,

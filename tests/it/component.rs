@@ -421,6 +421,28 @@ async fn a_cluster_of_three_on_redis_agrees_on_tickets_authorizers_and_rotations
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(sim.token_valid(body["value"].as_str().unwrap()).await);
 
+    // Authorised through one instance and withdrawn at once through another, before
+    // that one followed the registry: the withdrawal still removes it everywhere.
+    authorize(&sim, &servers[0], "wxracer").await;
+    let revoked = sim_admin(
+        &sim,
+        "/sim/component/unauthorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxracer", "url": events_url(&servers[1])}),
+    )
+    .await;
+    assert_eq!(revoked["reply"], "success", "{revoked}");
+    for server in &servers {
+        wait_until(
+            "the withdrawn authorizer is gone everywhere",
+            WAIT,
+            || async {
+                get(server, &format!("/v1/apps/{PLATFORM}.wxracer")).await.0
+                    == StatusCode::NOT_FOUND
+            },
+        )
+        .await;
+    }
+
     // Revoked through one instance: gone from all.
     let revoked = sim_admin(
         &sim,
