@@ -113,11 +113,16 @@ pub async fn put(
         .put(&name, definition)
         .await
         .map_err(registry_error)?;
+    Ok(put_response(put, shown))
+}
+
+/// 201 with the thing shown when it was created, 200 when replaced or unchanged.
+pub(super) fn put_response(put: Put, shown: serde_json::Value) -> Response {
     let status = match put {
         Put::Created => StatusCode::CREATED,
         Put::Replaced | Put::Unchanged => StatusCode::OK,
     };
-    Ok((status, Json(shown)).into_response())
+    (status, Json(shown)).into_response()
 }
 
 /// `GET /v1/apps/{app}`.

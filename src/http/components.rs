@@ -11,12 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::apps::{admin, app_name, page_query, registry_error};
+use super::apps::{admin, app_name, page_query, put_response, registry_error};
 use super::caller::Peer;
 use super::error::{ApiError, Code};
 use crate::component::Error;
 use crate::component::events::Signed;
-use crate::registry::Put;
 use crate::wxcrypt::MAX_BODY;
 
 const ROUTE_PREAUTHCODE: &str = "/v1/components/{app}/preauthcode";
@@ -199,11 +198,7 @@ pub async fn put_authorizer(
         .put_authorizer(&name, &appid, &request.refresh_token)
         .await
         .map_err(component_error)?;
-    let status = match put {
-        Put::Created => StatusCode::CREATED,
-        Put::Replaced | Put::Unchanged => StatusCode::OK,
-    };
-    Ok((status, Json(shown)).into_response())
+    Ok(put_response(put, shown))
 }
 
 /// `DELETE /v1/components/{app}/authorizers/{appid}`: 204.

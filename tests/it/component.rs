@@ -515,9 +515,8 @@ async fn app_token(app: &TestApp, name: &str, path_app: &str) -> Option<String> 
     body["value"].as_str().map(str::to_owned)
 }
 
-/// The demo platform on `app` gets its verify ticket and the authorizer `appid`
-/// through the simulator's pushes; the authorizer's first access token.
-async fn with_authorizer(sim: &TestSim, app: &TestApp, appid: &str) -> String {
+/// The demo platform on `app` gets a verify ticket pushed; its event URL.
+async fn with_ticket(sim: &TestSim, app: &TestApp) -> String {
     let events = app_events(app);
     sim_admin(
         sim,
@@ -525,6 +524,13 @@ async fn with_authorizer(sim: &TestSim, app: &TestApp, appid: &str) -> String {
         json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
     )
     .await;
+    events
+}
+
+/// The demo platform on `app` gets its verify ticket and the authorizer `appid`
+/// through the simulator's pushes; the authorizer's first access token.
+async fn with_authorizer(sim: &TestSim, app: &TestApp, appid: &str) -> String {
+    let events = with_ticket(sim, app).await;
     sim_admin(
         sim,
         "/sim/component/authorize",
@@ -808,13 +814,7 @@ async fn an_authorisation_is_registered_even_when_wechat_stops_waiting_for_the_a
     // connection, and the code it exchanged must not be lost with it.
     let sim = TestSim::start(SimConfig::default()).await;
     let app = in_process(sim.clone()).await;
-    let events = app_events(&app);
-    sim_admin(
-        &sim,
-        "/sim/component/push_ticket",
-        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
-    )
-    .await;
+    let events = with_ticket(&sim, &app).await;
     sim.fault(
         "/cgi-bin/component/api_query_auth",
         1,
@@ -925,13 +925,7 @@ async fn an_unauthorized_push_older_than_the_last_authorisation_is_ignored() {
 async fn an_authorisation_pushed_again_after_a_withdrawal_is_acknowledged_and_changes_nothing() {
     let sim = TestSim::start(SimConfig::default()).await;
     let app = in_process(sim.clone()).await;
-    let events = app_events(&app);
-    sim_admin(
-        &sim,
-        "/sim/component/push_ticket",
-        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
-    )
-    .await;
+    let events = with_ticket(&sim, &app).await;
     let authorized = sim_admin(
         &sim,
         "/sim/component/authorize",
@@ -982,13 +976,7 @@ async fn listed_in_process(app: &TestApp) -> Vec<Value> {
 async fn a_new_refresh_token_ends_the_slow_retries_of_a_refused_one() {
     let sim = TestSim::start(SimConfig::default()).await;
     let app = in_process(sim.clone()).await;
-    let events = app_events(&app);
-    sim_admin(
-        &sim,
-        "/sim/component/push_ticket",
-        json!({"component_appid": DEMO_COMPONENT_APPID, "url": events}),
-    )
-    .await;
+    let events = with_ticket(&sim, &app).await;
     // Imported before the merchant authorised: WeChat refuses it (61003), an error
     // that needs a person, retried only every 5 minutes.
     let response = app
