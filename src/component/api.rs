@@ -7,34 +7,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::Client;
 use serde_json::Value;
 
 use super::Error;
 use crate::config::component::{COMPONENT_TOKEN, ComponentConfig};
 use crate::refresh::Refresher;
-use crate::upstream::TOKEN_REJECTED_CODES;
+use crate::upstream::{TOKEN_REJECTED_CODES, Upstream};
 
-/// Largest reply read (an authorizer list page of 500 is about 100 KB).
-const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
-
-/// The HTTP client for the component API.
+/// The component API's calls, on the token sources' HTTP client.
 #[derive(Clone)]
 pub struct ComponentApi {
-    client: Client,
+    upstream: Upstream,
 }
 
 impl ComponentApi {
     /// # Errors
     /// When the TLS backend cannot be initialised.
     pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("wechat-token-server/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Self { client })
+        Ok(Self {
+            upstream: Upstream::new(timeout)?,
+        })
     }
 
     /// POSTs `body` to `path` with the component token; WeChat's reply, errcode 0.
@@ -94,37 +86,10 @@ impl ComponentApi {
         let urls = component
             .urls(path)
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        let mut last = String::from("no API host configured");
-        for url in urls {
-            let request = self
-                .client
-                .post(url.clone())
-                .query(&[(COMPONENT_TOKEN, token)])
-                .json(body);
-            match request.send().await {
-                Ok(mut response) => {
-                    if !response.status().is_success() {
-                        last = format!("{} answered HTTP {}", url.path(), response.status());
-                        continue;
-                    }
-                    let mut bytes = Vec::new();
-                    while let Some(chunk) = response
-                        .chunk()
-                        .await
-                        .map_err(|e| Error::Upstream(format!("reading {path}: {e}")))?
-                    {
-                        if bytes.len() + chunk.len() > MAX_REPLY_BYTES {
-                            return Err(Error::Upstream(format!("{path}: reply over 4 MiB")));
-                        }
-                        bytes.extend_from_slice(&chunk);
-                    }
-                    return serde_json::from_slice(&bytes)
-                        .map_err(|e| Error::Upstream(format!("{path}: reply is not JSON ({e})")));
-                }
-                Err(e) => last = format!("{path}: {e}"),
-            }
-        }
-        Err(Error::Upstream(last))
+        self.upstream
+            .post_json(&urls, &[(COMPONENT_TOKEN, token)], body)
+            .await
+            .map_err(|e| Error::Upstream(format!("{path}: {e}")))
     }
 }
 

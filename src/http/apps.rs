@@ -93,13 +93,7 @@ pub async fn put(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::v1(Code::PayloadTooLarge, e.body_text())
-        } else {
-            ApiError::v1(Code::BadRequest, e.body_text())
-        }
-    })?;
+    let body = body.map_err(super::error::body_rejected)?;
     admin(&state, ROUTE_APP, &headers, peer)?;
     let name = app_name(path)?;
     let definition: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {

@@ -136,13 +136,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     what: &str,
 ) -> Result<T, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::v1(Code::PayloadTooLarge, e.body_text())
-        } else {
-            ApiError::v1(Code::BadRequest, e.body_text())
-        }
-    })?;
+    let body = body.map_err(super::error::body_rejected)?;
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::v1(Code::BadRequest, format!("the body must be {what}: {e}")))
 }

@@ -30,6 +30,17 @@ pub struct ApiError {
     pub errmsg: Option<String>,
 }
 
+/// A request body that could not be read, in the `/v1` style rather than axum's
+/// plain text: over the server's body limit (a chunked body; a declared one never gets
+/// here), or cut off.
+pub fn body_rejected(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::v1(Code::PayloadTooLarge, rejection.body_text())
+    } else {
+        ApiError::v1(Code::BadRequest, rejection.body_text())
+    }
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, error: &'static str) -> Self {
         Self {

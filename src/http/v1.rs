@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -170,15 +170,7 @@ pub async fn refresh(
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    // Over the server's body limit (a chunked body; a declared one never gets here)
-    // or cut off: in the `/v1` style rather than axum's plain text.
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::v1(Code::PayloadTooLarge, e.body_text())
-        } else {
-            ApiError::v1(Code::BadRequest, e.body_text())
-        }
-    })?;
+    let body = body.map_err(super::error::body_rejected)?;
     let caller = caller(&state, ROUTE_REFRESH, &headers, peer)?;
     let (app, name) = path_pair(path)?;
     let cred = credential(

@@ -73,11 +73,7 @@ pub(super) fn log_failure(cred: &Credential, trigger: Trigger, error: &RefreshEr
         }
         // A platform's component token before the first verify ticket is pushed: the
         // normal state of a fresh deployment for a few seconds, not a fault.
-        _ if matches!(
-            error,
-            RefreshError::Upstream(upstream::Error::Dependency(_))
-        ) =>
-        {
+        _ if error.is_missing_dependency() => {
             tracing::info!(app = %app, token = %token, trigger, %error, "refresh waits for a token it needs");
         }
         _ => tracing::warn!(app = %app, token = %token, trigger, %error, "refresh failed"),

@@ -194,12 +194,7 @@ fn is_due(f: &Facts, token: &Token) -> bool {
 fn cooldown(f: &Facts, error: &RefreshError) -> Duration {
     // No call was made for want of a token it needs (a verify ticket not pushed yet):
     // asking again costs WeChat nothing, and the value may have arrived since.
-    if error.errcode() == Some(QUOTA_ERRCODE)
-        || matches!(
-            error,
-            RefreshError::Upstream(crate::upstream::Error::Dependency(_))
-        )
-    {
+    if error.errcode() == Some(QUOTA_ERRCODE) || error.is_missing_dependency() {
         Duration::ZERO
     } else if f.needs_person {
         f.settings.needs_person_retry_delay
@@ -396,12 +391,9 @@ pub fn next_due(f: &Facts, jitter: f64) -> Duration {
         // the token is not due, notices the fix within this delay.
         return s.needs_person_retry_delay.saturating_sub(f.since_failure);
     }
-    let waits_for_push = f.last_failure.is_some_and(|(error, _)| {
-        matches!(
-            error,
-            RefreshError::Upstream(crate::upstream::Error::Dependency(_))
-        )
-    });
+    let waits_for_push = f
+        .last_failure
+        .is_some_and(|(error, _)| error.is_missing_dependency());
     let wait = match live {
         // A token it needs is missing (a verify ticket not pushed yet): its arrival
         // starts this refresh at once (`pushed.rs`), so trying again only backs off.

@@ -34,6 +34,12 @@ pub enum RefreshError {
 }
 
 impl RefreshError {
+    /// No call was made for want of a token the source needs (a verify ticket not
+    /// pushed yet): asking again costs WeChat nothing.
+    pub fn is_missing_dependency(&self) -> bool {
+        matches!(self, Self::Upstream(upstream::Error::Dependency(_)))
+    }
+
     /// WeChat's errcode; 45009 for a refusal because WeChat said 45009 earlier today.
     pub fn errcode(&self) -> Option<i64> {
         match self {

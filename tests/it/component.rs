@@ -88,6 +88,17 @@ async fn authorize(sim: &TestSim, server: &Server, appid: &str) {
     assert_eq!(pushed["reply"], "success", "{pushed}");
 }
 
+/// Withdraws `appid` through the simulator, which pushes the event to `server`.
+async fn unauthorize(sim: &TestSim, server: &Server, appid: &str) {
+    let pushed = sim_admin(
+        sim,
+        "/sim/component/unauthorize",
+        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": appid, "url": events_url(server)}),
+    )
+    .await;
+    assert_eq!(pushed["reply"], "success", "{pushed}");
+}
+
 async fn get(server: &Server, path: &str) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
         .get(format!("{}{path}", server.base))
@@ -308,13 +319,7 @@ async fn push_authorize_rotate_sigkill_and_unauthorize_with_the_binary() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
 
     // Revoked: no longer served, no longer listed.
-    let revoked = sim_admin(
-        &sim,
-        "/sim/component/unauthorize",
-        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxauthorizer2", "url": events_url(&server)}),
-    )
-    .await;
-    assert_eq!(revoked["reply"], "success", "{revoked}");
+    unauthorize(&sim, &server, "wxauthorizer2").await;
     let (status, _) = get(
         &server,
         &format!("/v1/tokens/{PLATFORM}.wxauthorizer2/access_token"),
@@ -424,13 +429,7 @@ async fn a_cluster_of_three_on_redis_agrees_on_tickets_authorizers_and_rotations
     // Authorised through one instance and withdrawn at once through another, before
     // that one followed the registry: the withdrawal still removes it everywhere.
     authorize(&sim, &servers[0], "wxracer").await;
-    let revoked = sim_admin(
-        &sim,
-        "/sim/component/unauthorize",
-        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxracer", "url": events_url(&servers[1])}),
-    )
-    .await;
-    assert_eq!(revoked["reply"], "success", "{revoked}");
+    unauthorize(&sim, &servers[1], "wxracer").await;
     for server in &servers {
         wait_until(
             "the withdrawn authorizer is gone everywhere",
@@ -444,13 +443,7 @@ async fn a_cluster_of_three_on_redis_agrees_on_tickets_authorizers_and_rotations
     }
 
     // Revoked through one instance: gone from all.
-    let revoked = sim_admin(
-        &sim,
-        "/sim/component/unauthorize",
-        json!({"component_appid": DEMO_COMPONENT_APPID, "authorizer_appid": "wxclustered", "url": events_url(&servers[0])}),
-    )
-    .await;
-    assert_eq!(revoked["reply"], "success", "{revoked}");
+    unauthorize(&sim, &servers[0], "wxclustered").await;
     for server in &servers {
         wait_until(
             "the authorizer is gone from every instance",
