@@ -803,8 +803,9 @@ async fn a_fresh_start_asks_wechat_to_push_a_ticket_and_an_update_keeps_the_auth
 
 #[tokio::test]
 async fn an_authorisation_is_registered_even_when_wechat_stops_waiting_for_the_answer() {
-    // api_query_auth answers after WeChat's 5 s push timeout: WeChat closes the
-    // connection, and the code it exchanged must not be lost with it.
+    // api_query_auth answers after WeChat's 5 s push timeout: WeChat has given up on
+    // the answer (and would push again), and the code it exchanged, spent now, must
+    // still end as a registered authorizer without a second exchange.
     let sim = TestSim::start(SimConfig::default()).await;
     let app = in_process(sim.clone()).await;
     let events = with_ticket(&sim, &app).await;
